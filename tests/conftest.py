@@ -1,0 +1,37 @@
+"""Test-wide settings: quiet TensorFlow, repository paths, the mxnet reference interpreter."""
+import os
+import pathlib
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOOLS = REPO / "tools"
+
+
+def run_tool(name, *args, check=True, timeout=600, env=None):
+  """Runs `python tools/NAME.py ARGS...` in a subprocess; returns CompletedProcess."""
+  full_env = dict(os.environ, **(env or {}))
+  proc = subprocess.run([sys.executable, str(TOOLS / f"{name}.py"), *map(str, args)],
+                        capture_output=True, text=True, timeout=timeout, env=full_env)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"tools/{name}.py failed ({proc.returncode}):\n"
+                         f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+  return proc
+
+
+@pytest.fixture(scope="session")
+def mxnet_python():
+  """Path to the interpreter of the separate mxnet venv (`make test` sets it up)."""
+  path = os.environ.get("TFFACE_MXNET_PYTHON")
+  if not path:
+    candidate = REPO / ".venv-mxnet" / "bin" / "python"
+    path = str(candidate) if candidate.exists() else None
+  if not path:
+    if os.environ.get("CI"):
+      pytest.fail("TFFACE_MXNET_PYTHON is not set and .venv-mxnet is missing; run `make test`")
+    pytest.skip("mxnet reference venv not available (run `make test` to create it)")
+  return path

@@ -1,0 +1,1 @@
+"""Data layer: RecordIO, TFRecords, verification `.bin` files and input pipelines."""

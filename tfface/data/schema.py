@@ -1,0 +1,96 @@
+"""The TFRecord layout that `rec2tfrecord` writes and the input pipeline reads.
+
+One `tf.train.Example` per face image:
+
+* `image/encoded`: the JPEG bytes exactly as stored in the `.rec` record.
+* `image/class/label`: int64 identity label in `[0, num_classes)`.
+* `image/source_key`: int64 key of the record in the source `.rec`.
+
+Shards are `train-00000-of-00016.tfrecord` ... beside a `manifest.json`
+describing them (see `Manifest`).
+"""
+import dataclasses
+import json
+import os
+from typing import Any
+
+FEATURE_IMAGE = "image/encoded"
+FEATURE_LABEL = "image/class/label"
+FEATURE_KEY = "image/source_key"
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT_VERSION = 1
+SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shard_name(index: int, count: int, split: str = "train") -> str:
+  """File name of shard `index` of `count` (e.g. `train-00003-of-00016.tfrecord`)."""
+  return SHARD_PATTERN.format(split=split, index=index, count=count)
+
+
+@dataclasses.dataclass
+class ShardInfo:
+  file: str
+  num_records: int
+  sha256: str
+
+
+@dataclasses.dataclass
+class Manifest:
+  """What a TFRecord directory holds; written last, after every shard is checked."""
+
+  num_images: int
+  num_classes: int
+  image_size: list[int] | None
+  seed: int
+  shards: list[ShardInfo]
+  source: dict[str, Any] = dataclasses.field(default_factory=dict)
+  format_version: int = MANIFEST_FORMAT_VERSION
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any], path: str = "<dict>") -> "Manifest":
+    try:
+      version = d.get("format_version")
+      if version != MANIFEST_FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: unsupported manifest format_version {version!r}; "
+            f"this tfface reads version {MANIFEST_FORMAT_VERSION}")
+      shards = [ShardInfo(**s) for s in d["shards"]]
+      return cls(
+          num_images=int(d["num_images"]), num_classes=int(d["num_classes"]),
+          image_size=d.get("image_size"), seed=int(d["seed"]), shards=shards,
+          source=dict(d.get("source", {})), format_version=version)
+    except (KeyError, TypeError) as e:
+      raise ValueError(f"{path}: malformed manifest ({e!r})") from e
+
+  def shard_paths(self, directory: str) -> list[str]:
+    return [os.path.join(directory, s.file) for s in self.shards]
+
+
+def load_manifest(directory: str) -> Manifest:
+  """Reads `directory/manifest.json`; raises FileNotFoundError/ValueError naming the file."""
+  path = os.path.join(directory, MANIFEST_NAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"{path}: no manifest; is {directory!r} a directory written by rec2tfrecord?")
+  with open(path) as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+  return Manifest.from_dict(data, path)
+
+
+def save_manifest(directory: str, manifest: Manifest) -> str:
+  """Writes the manifest atomically (temporary file, then rename)."""
+  path = os.path.join(directory, MANIFEST_NAME)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(manifest.to_json())
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return path

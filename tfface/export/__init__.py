@@ -1,0 +1,1 @@
+"""tfface.export."""

@@ -1,0 +1,1 @@
+"""Command-line tools: absl flags parsed here, work done by `tfface`."""
