@@ -1,0 +1,192 @@
+"""SavedModel export for TF Serving: layout, signatures, a fresh process, saved_model_cli."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_tool
+
+tf = pytest.importorskip("tensorflow")
+from tfface import export  # noqa: E402
+from tfface.evaluation import verification  # noqa: E402
+from tfface.models import build_backbone  # noqa: E402
+
+THRESHOLD = 1.23
+
+
+def _small_backbone():
+  return build_backbone("r18", embedding_size=128, units=(1, 1, 1, 1),
+                        widths=(16, 32, 64, 128), stem_width=16)
+
+
+def _normalize(x):
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A training workdir as the trainer leaves it: backbone + verification.json."""
+  path = tmp_path_factory.mktemp("workdir")
+  model = _small_backbone()
+  # Non-trivial BN statistics, so a wrong training/inference mode shows up.
+  for layer in model.layers:
+    if isinstance(layer, tf.keras.layers.BatchNormalization) or "bn" in layer.name:
+      for v in layer.non_trainable_variables:
+        v.assign(np.random.default_rng(1).uniform(0.5, 1.5, v.shape).astype("float32"))
+  model.save(path / "backbone.keras")
+  (path / "verification.json").write_text(json.dumps({
+      "synth_val": {"step": 100, "accuracy_flip_mean": 0.9, "best_threshold": THRESHOLD}}))
+  return path
+
+
+@pytest.fixture(scope="module")
+def exported(workdir, tmp_path_factory):
+  base = tmp_path_factory.mktemp("models") / "face"
+  path = export.export_saved_model(str(workdir), str(base), 3)
+  return base, path
+
+
+@pytest.fixture(scope="module")
+def images():
+  """Four smooth random RGB faces-to-be: uint8 [4, 112, 112, 3]."""
+  rng = np.random.default_rng(0)
+  raw = rng.integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+  return np.stack([cv2.GaussianBlur(i, (5, 5), 0) for i in raw])
+
+
+def _encode(image_rgb, ext):
+  return cv2.imencode(ext, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def test_layout_and_metadata(exported):
+  base, path = exported
+  assert path == os.path.join(str(base), "3")
+  assert sorted(os.listdir(base)) == ["3"]  # no leftover temporary directory
+  assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+  assert os.path.isdir(os.path.join(path, "variables"))
+  meta = json.loads(open(os.path.join(path, "assets", "tfface_metadata.json")).read())
+  assert meta["threshold"] == THRESHOLD and meta["threshold_target"] == "synth_val"
+  assert meta["embedding_size"] == 128 and meta["image_size"] == [112, 112]
+
+
+def test_refuses_to_overwrite(exported, workdir):
+  base, path = exported
+  mtime = os.path.getmtime(os.path.join(path, "saved_model.pb"))
+  with pytest.raises(ValueError, match="already exists"):
+    export.export_saved_model(str(workdir), str(base), 3)
+  assert os.path.getmtime(os.path.join(path, "saved_model.pb")) == mtime
+
+
+def test_signatures_agree_with_keras(exported, workdir, images):
+  _, path = exported
+  loaded = tf.saved_model.load(path)
+  keras_model = tf.keras.models.load_model(workdir / "backbone.keras", compile=False)
+  expected = _normalize(keras_model(images.astype("float32")).numpy())
+  from_pixels = loaded.signatures["serve_images"](images=tf.constant(images))["embedding"]
+  png = [_encode(i, ".png") for i in images]
+  from_png = loaded.signatures["serving_default"](image_bytes=tf.constant(png))["embedding"]
+  np.testing.assert_allclose(from_png.numpy(), from_pixels.numpy(), atol=1e-6)
+  np.testing.assert_allclose(from_pixels.numpy(), expected, atol=1e-5)
+  # JPEG decoding in the graph gives the same pixels as cv2 (accurate IDCT).
+  jpg = [_encode(i, ".jpg") for i in images]
+  decoded = np.stack([verification.decode_image(b)[0] for b in jpg])
+  from_jpg = loaded.signatures["serving_default"](image_bytes=tf.constant(jpg))["embedding"]
+  by_cv2 = loaded.signatures["serve_images"](images=tf.constant(decoded))["embedding"]
+  np.testing.assert_allclose(from_jpg.numpy(), by_cv2.numpy(), atol=1e-6)
+  # Another size is resized inside the graph (bicubic, as the .bin loader).
+  big = cv2.resize(images[0], (150, 150), interpolation=cv2.INTER_CUBIC)
+  out = loaded.signatures["serving_default"](image_bytes=tf.constant([_encode(big, ".png")]))
+  assert out["embedding"].shape == (1, 128)
+  assert float(np.dot(out["embedding"].numpy()[0], expected[0])) > 0.95
+
+
+def test_flip_tta_and_loading(workdir, tmp_path, images):
+  model = tf.keras.models.load_model(workdir / "backbone.keras", compile=False)
+  raw = model(images.astype("float32")).numpy()
+  raw_flip = model(images[:, :, ::-1].astype("float32")).numpy()
+  base = tmp_path / "face"
+  export.export_saved_model(model, str(base), 1, metadata={"threshold": 1.1})
+  export.export_saved_model(model, str(base), 2, metadata={"threshold": 1.1})
+  with pytest.raises(ValueError, match="already exists"):
+    export.export_saved_model(model, str(base), 2, flip_tta=True)
+  export.export_saved_model(model, str(base), 2, flip_tta=True, overwrite=True,
+                            metadata={"threshold": 1.3})
+  assert sorted(os.listdir(base)) == ["1", "2"]
+  loaded = tf.saved_model.load(str(base / "2"))
+  emb = loaded.signatures["serve_images"](images=tf.constant(images))["embedding"].numpy()
+  np.testing.assert_allclose(emb, _normalize(raw + raw_flip), atol=1e-5)
+  # The model base resolves to its highest version, as TF Serving does, and
+  # the overwritten version carries the new metadata.
+  latest = export.load_embedding_model(str(base))
+  assert latest.source.endswith("2") and latest.threshold == 1.3
+  np.testing.assert_allclose(latest(images), raw, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(latest.embed(images), _normalize(raw + raw_flip), atol=1e-5)
+  from_workdir = export.load_embedding_model(str(workdir))
+  assert from_workdir.threshold == THRESHOLD
+  np.testing.assert_allclose(from_workdir(images), raw, rtol=1e-5, atol=1e-4)
+  keras_file = export.load_embedding_model(str(workdir / "backbone.keras"))
+  assert keras_file.threshold == export.DEFAULT_THRESHOLD
+  with pytest.raises(ValueError, match="neither a SavedModel"):
+    export.load_embedding_model(str(tmp_path))
+
+
+# Runs in a fresh interpreter that never imports tfface or keras.
+FRESH_SCRIPT = r'''
+import sys
+import numpy as np
+import tensorflow as tf
+path, images_path, png_dir, out_path = sys.argv[1:5]
+loaded = tf.saved_model.load(path)
+images = np.load(images_path)
+pngs = [open(f"{png_dir}/{i}.png", "rb").read() for i in range(len(images))]
+a = loaded.signatures["serve_images"](images=tf.constant(images))["embedding"].numpy()
+b = loaded.signatures["serving_default"](image_bytes=tf.constant(pngs))["embedding"].numpy()
+assert not [m for m in sys.modules if m.split(".")[0] in ("tfface", "tfface_tools")]
+np.save(out_path, np.stack([a, b]))
+'''
+
+
+@pytest.mark.slow
+def test_fresh_process_and_saved_model_cli(exported, workdir, images, tmp_path):
+  _, path = exported
+  np.save(tmp_path / "images.npy", images)
+  for i, image in enumerate(images):
+    (tmp_path / f"{i}.png").write_bytes(_encode(image, ".png"))
+  script = tmp_path / "fresh.py"
+  script.write_text(FRESH_SCRIPT)
+  subprocess.run([sys.executable, str(script), path, str(tmp_path / "images.npy"),
+                  str(tmp_path), str(tmp_path / "out.npy")], check=True, timeout=300,
+                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  a, b = np.load(tmp_path / "out.npy")
+  keras_model = tf.keras.models.load_model(workdir / "backbone.keras", compile=False)
+  expected = _normalize(keras_model(images.astype("float32")).numpy())
+  np.testing.assert_allclose(a, expected, atol=1e-5)
+  np.testing.assert_allclose(b, a, atol=1e-6)
+
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+  assert "signature_def['serving_default']" in shown
+  assert "signature_def['serve_images']" in shown
+  assert "inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING" in shown
+  assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8" in shown
+  assert "outputs['embedding'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 128)" in shown
+
+
+@pytest.mark.slow
+def test_export_tool(workdir, tmp_path):
+  base = tmp_path / "models" / "face"
+  proc = run_tool("export", f"--model={workdir}", f"--export_dir={base}", "--version=7")
+  assert os.path.isfile(base / "7" / "saved_model.pb"), proc.stdout
+  again = run_tool("export", f"--model={workdir}", f"--export_dir={base}", "--version=7",
+                   check=False)
+  assert again.returncode == 1
+  assert "error:" in again.stderr and "already exists" in again.stderr
+  missing = run_tool("export", f"--model={tmp_path / 'nope.keras'}",
+                     f"--export_dir={base}", "--version=8", check=False)
+  assert missing.returncode == 1 and "nope.keras" in missing.stderr
+  assert sorted(os.listdir(base)) == ["7"]

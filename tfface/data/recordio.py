@@ -1,0 +1,290 @@
+"""MXNet RecordIO (`.rec` + `.idx`) in pure Python: no mxnet, no numpy<2.
+
+A `.rec` file is a sequence of records, each `uint32 magic`, `uint32 lrecord`,
+the payload and zero padding to a multiple of 4 bytes. The top 3 bits of
+`lrecord` are a continuation flag and the low 29 bits the part length: the
+writer (dmlc-core) splits a payload wherever the magic number occurs at a
+4-byte aligned position inside it, dropping those 4 bytes; a reader rejoins the
+parts and re-inserts the magic. The `.idx` is text, `key<TAB>byte_offset`.
+
+Payloads of image datasets start with an `IRHeader` (`flag, label, id, id2`,
+struct `<IfQQ`); `flag > 0` means that many float32 labels follow it.
+"""
+import collections
+import os
+import struct
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+MAGIC = 0xCED7230A
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
+_LENGTH_MASK = (1 << 29) - 1
+_MAX_PART = 1 << 29
+# Continuation flags of a record part.
+_WHOLE, _FIRST, _MIDDLE, _LAST = 0, 1, 2, 3
+
+IRHeader = collections.namedtuple("IRHeader", ["flag", "label", "id", "id2"])
+_IR_STRUCT = struct.Struct("<IfQQ")
+IR_SIZE = _IR_STRUCT.size  # 24 bytes
+
+
+def pack_header(header: IRHeader, payload: bytes = b"") -> bytes:
+  """Packs an `IRHeader` and a payload the way `mxnet.recordio.pack` does.
+
+  Args:
+    header: `IRHeader(flag, label, id, id2)`; `label` is a number (stored in
+      the header, flag forced to 0) or a sequence (stored as float32 after the
+      header, flag set to its length).
+    payload: the bytes that follow (usually an encoded image).
+
+  Returns:
+    The record payload as bytes.
+  """
+  flag, label, key, key2 = header
+  if np.ndim(label) == 0:
+    return _IR_STRUCT.pack(0, float(label), key, key2) + payload
+  labels = np.asarray(label, dtype="<f4").reshape(-1)
+  return _IR_STRUCT.pack(labels.size, 0.0, key, key2) + labels.tobytes() + payload
+
+
+def unpack_header(record: bytes, where: str = "<record>") -> tuple[IRHeader, bytes]:
+  """Splits a record payload into its `IRHeader` and the bytes after the labels.
+
+  Args:
+    record: the payload of one record.
+    where: file and place for error messages.
+
+  Returns:
+    `(header, rest)`; `header.label` is a float for `flag == 0` and a float32
+    numpy array of `flag` values otherwise.
+
+  Raises:
+    ValueError: the payload is shorter than its header says.
+  """
+  if len(record) < IR_SIZE:
+    raise ValueError(f"{where}: record of {len(record)} bytes is shorter than the "
+                     f"{IR_SIZE}-byte IRHeader")
+  flag, label, key, key2 = _IR_STRUCT.unpack_from(record)
+  if flag == 0:
+    return IRHeader(0, label, key, key2), record[IR_SIZE:]
+  end = IR_SIZE + 4 * flag
+  if len(record) < end:
+    raise ValueError(f"{where}: IRHeader flag {flag} announces {flag} float32 labels "
+                     f"but the record has only {len(record) - IR_SIZE} bytes after it")
+  labels = np.frombuffer(record, dtype="<f4", count=flag, offset=IR_SIZE)
+  return IRHeader(flag, labels, key, key2), record[end:]
+
+
+def encode_record(payload: bytes) -> bytes:
+  """Frames one payload as dmlc-core does, splitting it at aligned magic numbers."""
+  size = len(payload)
+  if size >= _MAX_PART:
+    raise ValueError(f"RecordIO records must be under 2**29 bytes; got {size}")
+  parts = []
+  start = 0
+  # dmlc-core only looks for the magic at 4-byte aligned offsets.
+  pos = payload.find(_MAGIC_BYTES)
+  while pos != -1 and pos + 4 <= size - size % 4:
+    if pos % 4 == 0:
+      parts.append(payload[start:pos])
+      start = pos + 4
+      pos = payload.find(_MAGIC_BYTES, start)
+    else:
+      pos = payload.find(_MAGIC_BYTES, pos + 1)
+  parts.append(payload[start:])
+  out = []
+  for i, part in enumerate(parts):
+    if len(parts) == 1:
+      cflag = _WHOLE
+    else:
+      cflag = _FIRST if i == 0 else (_LAST if i == len(parts) - 1 else _MIDDLE)
+    out.append(struct.pack("<II", MAGIC, (cflag << 29) | len(part)))
+    out.append(part)
+  out.append(b"\0" * (-size % 4))
+  return b"".join(out)
+
+
+class RecordIOReader:
+  """Reads records of one `.rec` file, sequentially or at byte offsets.
+
+  Sequential iteration streams through the file with a bounded buffer, so
+  memory does not grow with the file. Every error names the file and the byte
+  offset of the record at fault.
+  """
+
+  def __init__(self, path: str, buffer_size: int = 1 << 20):
+    self.path = path
+    self._file: BinaryIO = open(path, "rb", buffering=buffer_size)
+    self.size = os.fstat(self._file.fileno()).st_size
+
+  def close(self):
+    self._file.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def _read_part(self, offset: int) -> tuple[int, bytes, int]:
+    """Reads one part at `offset`; returns (cflag, data, offset of the next part)."""
+    head = self._file.read(8)
+    if len(head) < 8:
+      raise ValueError(f"{self.path}: truncated record header at byte offset {offset} "
+                       f"(file size {self.size})")
+    magic, lrecord = struct.unpack("<II", head)
+    if magic != MAGIC:
+      raise ValueError(f"{self.path}: bad magic 0x{magic:08x} at byte offset {offset} "
+                       f"(expected 0x{MAGIC:08x}); not a RecordIO record boundary")
+    cflag, length = lrecord >> 29, lrecord & _LENGTH_MASK
+    padded = length + (-length % 4)
+    data = self._file.read(padded)
+    if len(data) < padded:
+      raise ValueError(f"{self.path}: truncated record at byte offset {offset}: it "
+                       f"announces {length} bytes but only {len(data)} remain")
+    return cflag, data[:length] if padded != length else data, offset + 8 + padded
+
+  def _read_record(self, offset: int) -> tuple[bytes, int]:
+    """Reads the (possibly split) record at the current position == `offset`."""
+    start = offset
+    cflag, data, offset = self._read_part(offset)
+    if cflag == _WHOLE:
+      return data, offset
+    if cflag != _FIRST:
+      raise ValueError(f"{self.path}: byte offset {start} holds a continuation part "
+                       f"(cflag {cflag}), not the start of a record")
+    pieces = [data]
+    while True:
+      part_offset = offset
+      cflag, data, offset = self._read_part(offset)
+      if cflag not in (_MIDDLE, _LAST):
+        raise ValueError(f"{self.path}: split record at byte offset {start} is broken: "
+                         f"part at byte offset {part_offset} has cflag {cflag}")
+      pieces.append(data)
+      if cflag == _LAST:
+        return _MAGIC_BYTES.join(pieces), offset
+
+  def read_at(self, offset: int) -> bytes:
+    """Returns the payload of the record that starts at byte `offset`."""
+    if not 0 <= offset < self.size:
+      raise ValueError(f"{self.path}: byte offset {offset} is outside the file "
+                       f"(size {self.size})")
+    self._file.seek(offset)
+    return self._read_record(offset)[0]
+
+  def __iter__(self) -> Iterator[tuple[int, bytes]]:
+    """Yields `(byte_offset, payload)` for every record, in file order."""
+    self._file.seek(0)
+    offset = 0
+    while offset < self.size:
+      payload, next_offset = self._read_record(offset)
+      yield offset, payload
+      # Callers may read_at() between steps: restore the sequential position.
+      if self._file.tell() != next_offset:
+        self._file.seek(next_offset)
+      offset = next_offset
+
+
+class RecordIOWriter:
+  """Writes a `.rec` (and optionally its `.idx`) under temporary names.
+
+  The files get their final names only on a successful `close()` (or leaving
+  a `with` block without an exception), so an interrupted writer never leaves
+  a `.rec` that looks complete.
+  """
+
+  def __init__(self, path: str, idx_path: str | None = None):
+    self.path, self.idx_path = path, idx_path
+    self._tmp = f"{path}.tmp-{os.getpid()}"
+    self._file = open(self._tmp, "wb")
+    self._idx_lines: list[str] = []
+    self.offset = 0
+
+  def write(self, payload: bytes, key: int | None = None) -> int:
+    """Appends one record; returns its byte offset. `key` goes to the `.idx`."""
+    offset = self.offset
+    data = encode_record(payload)
+    self._file.write(data)
+    self.offset += len(data)
+    if key is not None:
+      self._idx_lines.append(f"{key}\t{offset}\n")
+    return offset
+
+  def patch(self, offset: int, payload: bytes):
+    """Overwrites the unsplit record at `offset` with a payload of the same size."""
+    data = encode_record(payload)
+    self._file.flush()
+    with open(self._tmp, "r+b") as f:
+      f.seek(offset)
+      if len(f.read(len(data))) != len(data):
+        raise ValueError(f"{self._tmp}: cannot patch past the end at {offset}")
+      f.seek(offset)
+      f.write(data)
+
+  def close(self):
+    """Flushes and renames the files to their final names."""
+    if self._file.closed:
+      return
+    self._file.close()
+    if self.idx_path is not None:
+      write_idx(self.idx_path, self._idx_lines)
+    os.replace(self._tmp, self.path)
+
+  def abort(self):
+    """Drops everything written so far."""
+    if not self._file.closed:
+      self._file.close()
+    if os.path.exists(self._tmp):
+      os.remove(self._tmp)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, *exc):
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+
+
+def write_idx(path: str, lines: list[str]):
+  """Writes `.idx` lines atomically."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.writelines(lines)
+  os.replace(tmp, path)
+
+
+def read_idx(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Parses an `.idx` file into int64 arrays `(keys, offsets)` in file order.
+
+  Raises:
+    ValueError: a malformed line (named by its line number) or a repeated key.
+  """
+  keys, offsets = [], []
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      fields = line.split()
+      if not fields:
+        continue
+      try:
+        if len(fields) != 2:
+          raise ValueError
+        keys.append(int(fields[0]))
+        offsets.append(int(fields[1]))
+      except ValueError:
+        raise ValueError(f"{path}: line {lineno}: expected 'key<TAB>byte_offset', "
+                         f"got {line.rstrip()!r}") from None
+  keys_arr = np.asarray(keys, dtype=np.int64)
+  offsets_arr = np.asarray(offsets, dtype=np.int64)
+  if len(np.unique(keys_arr)) != len(keys_arr):
+    values, counts = np.unique(keys_arr, return_counts=True)
+    raise ValueError(f"{path}: key {int(values[counts > 1][0])} appears more than once")
+  return keys_arr, offsets_arr
+
+
+def scan_offsets(path: str) -> np.ndarray:
+  """Byte offsets of every record of a `.rec` without an `.idx` (one streaming pass)."""
+  with RecordIOReader(path) as reader:
+    return np.fromiter((offset for offset, _ in reader), dtype=np.int64)

@@ -1,0 +1,328 @@
+"""InsightFace `.rec` -> globally shuffled, sharded TFRecords (`rec2tfrecord`).
+
+InsightFace recs are sorted by identity, and a tf.data shuffle buffer cannot
+undo that, so records are spread over the shards by a seeded permutation.
+Each worker process owns whole shards: it opens the `.rec` itself, reads its
+records in file order (sequential I/O), writes them in permutation order as
+`tf.train.Example`s (image bytes copied, never re-encoded) to a temporary
+name and renames the shard when complete, after saving a small sidecar with
+its record count and SHA-256 in `OUT/.rec2tfrecord/`.
+
+A rerun resumes: complete shards (final name + sidecar) are kept, the rest
+are rewritten; the plan (seed, shard count, source sizes) must match. With
+`num_workers_total > 1` several machines share one output directory, each
+writing the shards `i` with `i % num_workers_total == worker_index`; the run
+that finds every shard present verifies them and writes `manifest.json`.
+"""
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import re
+import sys
+import time
+
+import numpy as np
+
+from tfface.data import insightface
+from tfface.data import schema
+from tfface.data import shard_writer
+from tfface.data import tfrecord_io
+
+STATE_DIR = shard_writer.STATE_DIR
+TARGET_SHARD_BYTES = 128 << 20
+MIN_SHARDS = 16
+# Shard files and their temporaries: train-00003-of-00016.tfrecord[.tmp-PID]
+_SHARD_FILE = re.compile(r"^[a-z]+-\d{5}-of-\d{5}\.tfrecord(\.tmp-\d+)?$")
+
+
+def default_num_shards(rec_bytes: int, num_images: int) -> int:
+  """About 128 MB per shard, at least 16, never more shards than images."""
+  shards = max(MIN_SHARDS, -(-rec_bytes // TARGET_SHARD_BYTES))
+  return max(1, min(shards, num_images))
+
+
+def shard_assignment(num_images: int, num_shards: int, seed: int) -> list[np.ndarray]:
+  """Positions (into the image list) of each shard's records, in write order."""
+  order = np.random.default_rng(seed).permutation(num_images)
+  bounds = [i * num_images // num_shards for i in range(num_shards + 1)]
+  return [order[bounds[i]:bounds[i + 1]] for i in range(num_shards)]
+
+
+def _plan(rec: insightface.InsightFaceRec, num_shards: int, seed: int) -> dict:
+  return {
+      "format_version": schema.MANIFEST_FORMAT_VERSION,
+      "rec_size": os.path.getsize(rec.rec_path),
+      "idx_size": os.path.getsize(rec.idx_path) if rec.idx_path else None,
+      "num_images": rec.num_images,
+      "num_shards": num_shards,
+      "seed": seed,
+  }
+
+
+def _prepare_output(output_dir: str, plan: dict, resume: bool):
+  """Creates the state directory; checks (or resets) an earlier run's plan."""
+  state = os.path.join(output_dir, STATE_DIR)
+  os.makedirs(state, exist_ok=True)
+  plan_path = os.path.join(state, "plan.json")
+  if os.path.exists(plan_path) and resume:
+    with open(plan_path) as f:
+      old = json.load(f)
+    if old != plan:
+      diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v}
+      raise ValueError(f"{output_dir}: holds shards of a different transcode "
+                       f"(differences, old vs new: {diff}); use an empty output "
+                       "directory or --noresume to start over")
+  elif not resume:
+    _remove_outputs(output_dir)
+  tmp = f"{plan_path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(plan, f, sort_keys=True)
+  os.replace(tmp, plan_path)
+
+
+def _remove_outputs(output_dir: str):
+  """Deletes shards, temporaries, sidecars and the manifest of an earlier run."""
+  for name in os.listdir(output_dir):
+    if _SHARD_FILE.match(name) or name.startswith(schema.MANIFEST_NAME):
+      os.remove(os.path.join(output_dir, name))
+  state = os.path.join(output_dir, STATE_DIR)
+  for name in os.listdir(state):
+    os.remove(os.path.join(state, name))
+
+
+def _remove_temporaries(output_dir: str, shards: list[int], count: int):
+  """Drops temporaries left by killed workers of this machine's shards."""
+  prefixes = tuple(schema.shard_name(i, count) + ".tmp-" for i in shards)
+  for name in os.listdir(output_dir):
+    if name.startswith(prefixes):
+      os.remove(os.path.join(output_dir, name))
+
+
+def _sidecar_path(output_dir: str, name: str) -> str:
+  return os.path.join(output_dir, STATE_DIR, name + ".json")
+
+
+def load_sidecar(output_dir: str, index: int, count: int) -> dict | None:
+  """The saved result of a complete shard, or None if it must be (re)written."""
+  name = schema.shard_name(index, count)
+  sidecar = _sidecar_path(output_dir, name)
+  if not (os.path.exists(os.path.join(output_dir, name)) and os.path.exists(sidecar)):
+    return None
+  with open(sidecar) as f:
+    return json.load(f)
+
+
+class Progress:
+  """Prints `done/total images, rate, ETA` on one refreshed stderr line."""
+
+  def __init__(self, stream=None, min_interval: float = 0.5):
+    self.stream = stream or sys.stderr
+    self.min_interval = min_interval
+    self._last = 0.0
+
+  def __call__(self, done: int, total: int, elapsed: float, final: bool = False):
+    now = time.time()
+    if not final and now - self._last < self.min_interval:
+      return
+    self._last = now
+    rate = done / max(elapsed, 1e-9)
+    eta = (total - done) / rate if rate > 0 else float("inf")
+    eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
+    self.stream.write(f"\r{done:>10,}/{total:,} images  {rate:9,.0f} images/s  "
+                      f"ETA {eta_text}" + ("\n" if final else ""))
+    self.stream.flush()
+
+
+def _context():
+  # Workers never touch TensorFlow, so fork is safe and avoids re-importing
+  # the parent's modules (seconds per worker once TensorFlow is loaded).
+  methods = multiprocessing.get_all_start_methods()
+  return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _run_tasks(tasks, num_workers, progress, total):
+  """Writes shards in worker processes (or inline for one worker); returns results."""
+  start = time.time()
+  results = []
+  if num_workers <= 1 or len(tasks) <= 1:
+    done = [0]
+
+    def count(n):
+      done[0] += n
+      if progress:
+        progress(done[0], total, time.time() - start)
+
+    for task in tasks:
+      results.append(shard_writer.write_shard(task, count))
+    return results
+  ctx = _context()
+  counter = ctx.Value("q", 0)
+  with concurrent.futures.ProcessPoolExecutor(
+      num_workers, mp_context=ctx, initializer=shard_writer.init_worker,
+      initargs=(counter,)) as pool:
+    pending = {pool.submit(shard_writer.write_shard, t) for t in tasks}
+    try:
+      while pending:
+        finished, pending = concurrent.futures.wait(
+            pending, timeout=0.5, return_when=concurrent.futures.FIRST_EXCEPTION)
+        for future in finished:
+          results.append(future.result())  # re-raises a worker's error
+        if progress:
+          progress(counter.value, total, time.time() - start)
+    except BaseException:
+      for future in pending:
+        future.cancel()
+      raise
+  return results
+
+
+@dataclasses.dataclass
+class TranscodeResult:
+  """What a `transcode` call did; `manifest` is None until every shard exists."""
+
+  output_dir: str
+  manifest: schema.Manifest | None
+  shards_written: list[int]
+  shards_kept: list[int]
+  images_written: int
+  bytes_written: int
+  seconds: float
+
+  @property
+  def images_per_second(self) -> float:
+    return self.images_written / max(self.seconds, 1e-9)
+
+  @property
+  def megabytes_per_second(self) -> float:
+    return self.bytes_written / 1e6 / max(self.seconds, 1e-9)
+
+  def summary(self) -> str:
+    state = (f"{self.manifest.num_images} images of {self.manifest.num_classes} classes in "
+             f"{len(self.manifest.shards)} shards, verified" if self.manifest else
+             "not all shards exist yet (other workers); rerun to finalize the manifest")
+    return (f"{self.output_dir}: {state}; wrote {len(self.shards_written)} shards "
+            f"(kept {len(self.shards_kept)}): {self.images_written} images in "
+            f"{self.seconds:.2f} s, {self.images_per_second:,.0f} images/s, "
+            f"{self.megabytes_per_second:,.1f} MB/s")
+
+
+def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
+              num_workers: int | None = None, seed: int = 0, worker_index: int = 0,
+              num_workers_total: int = 1, resume: bool = True,
+              progress=None) -> TranscodeResult:
+  """Converts an InsightFace `.rec` dataset into shuffled, sharded TFRecords.
+
+  Args:
+    rec_dir: directory with `train.rec`, `train.idx` (and `property`), or a
+      `(rec_path, idx_path)` pair.
+    output_dir: where shards, `manifest.json` and the `.rec2tfrecord/` state go.
+    num_shards: shard count; default about 128 MB per shard, at least 16.
+    num_workers: worker processes on this machine (default: CPU count).
+    seed: seed of the global permutation; same seed, same shards.
+    worker_index: which share of the shards this machine writes.
+    num_workers_total: how many machines share the shards.
+    resume: keep complete shards of an earlier run with the same plan;
+      False deletes earlier outputs first.
+    progress: optional callable `(done, total, elapsed_seconds, final=False)`,
+      e.g. `Progress()`.
+
+  Returns:
+    A `TranscodeResult`; its manifest is written and verified once all
+    shards exist.
+
+  Raises:
+    ValueError: bad input (named by file and key/byte offset) or a plan that
+      differs from the one the output directory was started with.
+  """
+  if not 0 <= worker_index < num_workers_total:
+    raise ValueError(f"worker_index must be in [0, {num_workers_total}); got {worker_index}")
+  start = time.time()
+  with insightface.InsightFaceRec(rec_dir) as rec:
+    if rec.num_images == 0:
+      raise ValueError(f"{rec.rec_path}: holds no image records")
+    rec_bytes = os.path.getsize(rec.rec_path)
+    if num_shards is None:
+      num_shards = default_num_shards(rec_bytes, rec.num_images)
+    elif not 1 <= num_shards <= rec.num_images:
+      raise ValueError(f"num_shards must be in [1, {rec.num_images}] (the number of "
+                       f"images); got {num_shards}")
+    os.makedirs(output_dir, exist_ok=True)
+    plan = _plan(rec, num_shards, seed)
+    _prepare_output(output_dir, plan, resume)
+    mine = [i for i in range(num_shards) if i % num_workers_total == worker_index]
+    _remove_temporaries(output_dir, mine, num_shards)
+    kept = [i for i in mine if load_sidecar(output_dir, i, num_shards) is not None]
+    todo = [i for i in mine if i not in kept]
+    offsets = rec.image_offsets()
+    assignment = shard_assignment(rec.num_images, num_shards, seed)
+    num_classes = rec.declared_num_classes
+    source_note = (f"num_classes from {rec.property_path}" if rec.property else
+                   f"num_classes from the identity records of {rec.rec_path}")
+    tasks = [shard_writer.ShardTask(
+        rec.rec_path, output_dir, i, num_shards, rec.image_keys[assignment[i]],
+        offsets[assignment[i]], num_classes, source_note) for i in todo]
+    total = sum(len(t.keys) for t in tasks)
+    workers = min(num_workers or os.cpu_count() or 1, max(1, len(tasks)))
+    results = _run_tasks(tasks, workers, progress, total)
+    if progress:
+      progress(sum(r["num_records"] for r in results), total, time.time() - start, final=True)
+    manifest = None
+    if all(load_sidecar(output_dir, i, num_shards) for i in range(num_shards)):
+      manifest = finalize(output_dir, rec, plan, verified=todo)
+  return TranscodeResult(output_dir, manifest, todo, kept,
+                         sum(r["num_records"] for r in results),
+                         sum(r["num_bytes"] for r in results), time.time() - start)
+
+
+def finalize(output_dir: str, rec: insightface.InsightFaceRec, plan: dict,
+             verified=()) -> schema.Manifest:
+  """Verifies every shard against its sidecar, then writes and re-reads the manifest.
+
+  Args:
+    output_dir: the TFRecord directory.
+    rec: the source dataset.
+    plan: the transcode plan (`_plan`).
+    verified: shards that their writers read back in this run; the others
+      (kept from an earlier run or written by other machines) are read here.
+
+  Raises:
+    ValueError: a shard whose record count or SHA-256 on disk differs from
+      what its writer recorded, or labels outside the class range.
+  """
+  count = plan["num_shards"]
+  verified = set(verified)
+  shards, max_label = [], -1
+  for i in range(count):
+    side = load_sidecar(output_dir, i, count)
+    path = os.path.join(output_dir, side["file"])
+    if i in verified:
+      num_records, sha = side["num_records"], side["sha256"]
+    else:
+      num_records, sha = tfrecord_io.digest(path)
+    if (num_records, sha) != (side["num_records"], side["sha256"]):
+      raise ValueError(f"{path}: on disk it has {num_records} records, sha256 {sha}; its "
+                       f"writer recorded {side['num_records']} records, sha256 "
+                       f"{side['sha256']}; rerun with --noresume")
+    shards.append(schema.ShardInfo(side["file"], num_records, sha))
+    if side["max_label"] is not None:
+      max_label = max(max_label, side["max_label"])
+  num_classes = rec.declared_num_classes
+  if num_classes is None:
+    num_classes = max_label + 1  # image labels are the truth (e.g. Glint360K)
+  elif max_label >= num_classes:
+    raise ValueError(f"{rec.rec_path}: an image has label {max_label}, outside "
+                     f"[0, {num_classes}) from the identity records")
+  image_size = [rec.property.height, rec.property.width] if rec.property else None
+  source = {"rec_dir": os.path.abspath(os.path.dirname(rec.rec_path)),
+            "rec_size": plan["rec_size"], "idx_size": plan["idx_size"],
+            "layout": "header" if rec.has_header else "header-less",
+            "notes": list(rec.notes)}
+  manifest = schema.Manifest(
+      num_images=sum(s.num_records for s in shards), num_classes=num_classes,
+      image_size=image_size, seed=plan["seed"], shards=shards, source=source)
+  schema.save_manifest(output_dir, manifest)
+  if schema.load_manifest(output_dir) != manifest:
+    raise ValueError(f"{output_dir}: {schema.MANIFEST_NAME} does not read back as written")
+  return manifest

@@ -1,0 +1,71 @@
+"""`tools/verify.py`'s job: one model, several `.bin` targets, a table, JSON, ROC."""
+import json
+import logging
+import os
+import pickle
+import time
+
+from tfface.data import verification_bin
+from tfface.evaluation import roc
+from tfface.evaluation import verification
+
+_LOG = logging.getLogger(__name__)
+
+
+def write_json_atomic(path, obj):
+  """Writes `obj` as indented JSON under a temporary name, then renames it."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def verify_model(model_path, bin_paths, batch_size=64, output_json=None,
+                 roc_dir=None, echo=print):
+  """Verifies a model on InsightFace `.bin` targets and reports the results.
+
+  Args:
+    model_path: SavedModel export, training workdir or `.keras` file.
+    bin_paths: list of `.bin` files; each target is named by the file's stem.
+    batch_size: images per forward pass.
+    output_json: optional path for `{stem: result.as_dict()}`.
+    roc_dir: optional directory for one `STEM_roc.png` per target.
+    echo: called with each line to show the user (the table at the end).
+
+  Returns:
+    The list of `VerificationResult`, in the order of `bin_paths`.
+
+  Raises:
+    ValueError: two targets share a stem, or a file or the model is unusable.
+    OSError: a file cannot be read.
+  """
+  from tfface.export import loading  # pylint: disable=g-import-not-at-top
+  stems = [os.path.splitext(os.path.basename(p))[0] for p in bin_paths]
+  duplicates = sorted({s for s in stems if stems.count(s) > 1})
+  if duplicates:
+    raise ValueError(f"targets are keyed by file stem, and {duplicates} appear "
+                     "more than once in --bins")
+  # Parse every .bin before the (slow) model load, so a typo fails fast.
+  try:
+    bins = [verification_bin.load_bin(p) for p in bin_paths]
+  except pickle.UnpicklingError as e:  # the restricted unpickler's refusal
+    raise ValueError(str(e)) from e
+  model = loading.load_embedding_model(model_path)
+  results = []
+  for vbin in bins:
+    start = time.time()
+    result = verification.verify(model, vbin, batch_size=batch_size)
+    echo(f"[{result.name}] Accuracy-Flip: {result.accuracy_flip_mean:.5f}+-"
+         f"{result.accuracy_flip_std:.5f}  XNorm: {result.xnorm:.4f}  "
+         f"({time.time() - start:.1f} s)")
+    results.append(result)
+    if roc_dir:
+      os.makedirs(roc_dir, exist_ok=True)
+      roc.plot_roc(result, os.path.join(roc_dir, f"{result.name}_roc.png"))
+  if output_json:
+    write_json_atomic(output_json, {r.name: r.as_dict() for r in results})
+  echo(roc.format_table(results))
+  return results

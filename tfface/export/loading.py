@@ -1,0 +1,212 @@
+"""One way to load any face encoder tfface can point at.
+
+`load_embedding_model(path)` accepts:
+
+* a SavedModel written by `export_saved_model` (the version directory, or the
+  model base directory, in which case the highest version is used, as TF
+  Serving does);
+* a training workdir (`best_backbone.keras`, else `backbone.keras`; the
+  verification threshold comes from `verification.json`);
+* a `.keras` file of a backbone.
+
+Every form is wrapped in an `EmbeddingModel` that maps uint8 RGB batches to
+raw embeddings, so the verification protocol, `tools/embed.py` and
+`tools/compare.py` treat them alike.
+"""
+import json
+import logging
+import os
+
+import numpy as np
+
+_LOG = logging.getLogger(__name__)
+METADATA_FILE = "tfface_metadata.json"
+# Squared distance between flip-summed, L2-normalized embeddings (cosine
+# similarity 0.3) when no verification result is known; ArcFace-trained
+# ResNets land near it on LFW. Documented in docs/evaluation.md.
+DEFAULT_THRESHOLD = 1.4
+
+
+class EmbeddingModel:
+  """A face encoder: uint8 RGB [b, H, W, 3] in, raw float32 embeddings out.
+
+  Attributes:
+    image_size: `(height, width)` the model expects.
+    metadata: dict (threshold, source, verification results) or empty.
+    source: the path it was loaded from.
+    keras_model: the Keras model, or None for a SavedModel.
+  """
+
+  def __init__(self, raw_fn, image_size, metadata=None, source="", keras_model=None):
+    self._raw_fn = raw_fn
+    self.image_size = tuple(int(v) for v in image_size)
+    self.metadata = dict(metadata or {})
+    self.source = source
+    self.keras_model = keras_model
+
+  def __call__(self, images):
+    """Raw (un-normalized) embeddings of a uint8 batch, as numpy float32."""
+    return np.asarray(self._raw_fn(images), dtype=np.float32)
+
+  @property
+  def threshold(self):
+    """The squared-distance threshold for "same person" (see `DEFAULT_THRESHOLD`)."""
+    value = self.metadata.get("threshold")
+    return float(value) if value is not None else DEFAULT_THRESHOLD
+
+  def embed(self, images, flip=True, batch_size=64):
+    """L2-normalized embeddings, flip-summed as in verification by default.
+
+    Args:
+      images: uint8 [n, H, W, 3] RGB of the model's input size.
+      flip: add the embedding of the horizontal flip before normalizing, the
+        form the verification threshold was measured on.
+      batch_size: images per forward pass.
+
+    Returns:
+      float32 [n, D], unit rows.
+    """
+    from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
+    images = np.asarray(images, dtype=np.uint8)
+    if flip:
+      original, flipped = verification.flip_embeddings(self, images, batch_size)
+      emb = original + flipped
+    else:
+      emb = verification.embed_batches(self, images, batch_size)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return (emb / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def _keras_raw_fn(model):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  @tf.function(reduce_retracing=True)
+  def raw(images):
+    return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
+
+  return lambda images: raw(images).numpy()
+
+
+def from_keras(model, metadata=None, source=""):
+  """Wraps an in-memory Keras backbone as an `EmbeddingModel`."""
+  return EmbeddingModel(_keras_raw_fn(model), model.input_shape[1:3], metadata,
+                        source, keras_model=model)
+
+
+def _load_keras_file(path):
+  import keras  # pylint: disable=g-import-not-at-top
+  import tfface  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (registers layers)
+  import tfface.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  try:
+    return keras.saving.load_model(path, compile=False)
+  except (ValueError, TypeError, OSError) as e:
+    raise ValueError(f"{path}: not a loadable Keras model ({e})") from e
+
+
+def workdir_threshold(workdir):
+  """Threshold and verification summary from a training workdir, if any.
+
+  Reads `verification.json` (`{target: {"best_threshold": ..., ...}}`, or
+  with a nested `"best"` entry) and uses the last target listed.
+
+  Returns:
+    A metadata dict, empty when the workdir has no usable verification.json.
+  """
+  path = os.path.join(workdir, "verification.json")
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: not readable JSON ({e})") from e
+  if not isinstance(results, dict) or not results:
+    return {}
+  target, entry = list(results.items())[-1]
+  if isinstance(entry, dict) and isinstance(entry.get("best"), dict):
+    entry = entry["best"]
+  if not isinstance(entry, dict) or "best_threshold" not in entry:
+    _LOG.warning("%s: no best_threshold for target %r", path, target)
+    return {}
+  return {"threshold": float(entry["best_threshold"]), "threshold_target": target,
+          "verification": results}
+
+
+def _is_saved_model(path):
+  return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def latest_version_dir(base):
+  """The highest numeric version under a TF Serving model base, or None."""
+  versions = [d for d in os.listdir(base) if d.isdigit()
+              and _is_saved_model(os.path.join(base, d))]
+  return os.path.join(base, max(versions, key=int)) if versions else None
+
+
+def read_export_metadata(export_path):
+  """The `tfface_metadata.json` asset of an export, or {} for foreign SavedModels."""
+  path = os.path.join(export_path, "assets", METADATA_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _load_saved_model(path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    loaded = tf.saved_model.load(path)
+  except Exception as e:  # TF raises many types for a broken SavedModel
+    raise ValueError(f"{path}: cannot load the SavedModel ({e})") from e
+  metadata = read_export_metadata(path)
+  if hasattr(loaded, "raw_embedding"):
+    fn = loaded.raw_embedding
+    size = fn.input_signature[0].shape[1:3]
+  elif "serve_images" in loaded.signatures:
+    # A SavedModel from elsewhere: only normalized embeddings are available.
+    sig = loaded.signatures["serve_images"]
+    spec = list(sig.structured_input_signature[1].values())[0]
+    size = spec.shape[1:3]
+    fn = lambda images: sig(**{spec.name: images})["embedding"]
+  else:
+    raise ValueError(f"{path}: SavedModel has neither tfface's raw_embedding nor a "
+                     f"serve_images signature (signatures: {list(loaded.signatures)})")
+  model = EmbeddingModel(lambda images: fn(tf.constant(images, tf.uint8)).numpy(),
+                         size, metadata, path)
+  model.saved_model = loaded  # keep the loaded object (and its variables) alive
+  return model
+
+
+def load_embedding_model(path):
+  """Loads a SavedModel export, a training workdir or a `.keras` file.
+
+  Args:
+    path: see the module docstring for the accepted forms.
+
+  Returns:
+    An `EmbeddingModel`.
+
+  Raises:
+    ValueError: the path is none of the accepted forms, or fails to load.
+    OSError: the path does not exist.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise OSError(f"{path}: no such file or directory")
+  if os.path.isdir(path):
+    if _is_saved_model(path):
+      return _load_saved_model(path)
+    for name in ("best_backbone.keras", "backbone.keras"):
+      candidate = os.path.join(path, name)
+      if os.path.isfile(candidate):
+        return from_keras(_load_keras_file(candidate), workdir_threshold(path), candidate)
+    version = latest_version_dir(path)
+    if version is not None:
+      return _load_saved_model(version)
+    raise ValueError(f"{path}: neither a SavedModel (saved_model.pb), a TF Serving "
+                     "model base (numbered versions), nor a training workdir "
+                     "(best_backbone.keras or backbone.keras)")
+  if path.endswith(".keras"):
+    return from_keras(_load_keras_file(path), {}, path)
+  raise ValueError(f"{path}: expected a .keras file, a SavedModel directory or a "
+                   "training workdir")

@@ -1,0 +1,64 @@
+"""ONNX export of the `serve_images` function through tf2onnx (optional extra).
+
+The graph takes `images` (uint8 [batch, H, W, 3] RGB) and returns `embedding`
+(float32, L2-normalized), like the SavedModel's `serve_images` signature.
+Install with `pip install 'tfface[onnx]'` (onnx, onnxruntime, tf2onnx).
+"""
+import os
+
+from tfface.export import saved_model
+
+DEFAULT_OPSET = 17
+
+
+def _require_tf2onnx():
+  try:
+    import tf2onnx  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError("ONNX export needs tf2onnx and onnx: pip install "
+                     "'tfface[onnx]'") from e
+  return tf2onnx
+
+
+def export_onnx(model_or_path, output_path, flip_tta=False, opset=DEFAULT_OPSET):
+  """Converts a backbone to an `.onnx` file.
+
+  Args:
+    model_or_path: a Keras backbone, or a `.keras` file / training workdir.
+    output_path: the `.onnx` file to write (atomically).
+    flip_tta: embed the horizontal flip too, as in the SavedModel.
+    opset: ONNX opset version.
+
+  Returns:
+    `output_path`.
+
+  Raises:
+    ValueError: tf2onnx is missing, or the conversion fails.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf2onnx = _require_tf2onnx()
+  model, _, _ = saved_model.resolve_model(model_or_path)
+  module, _ = saved_model.build_serving_module(model, flip_tta)
+  spec = module.serve_images.input_signature
+  try:
+    proto, _ = tf2onnx.convert.from_function(
+        module.serve_images, input_signature=[tf.TensorSpec(spec[0].shape, tf.uint8,
+                                                            name="images")],
+        opset=opset)
+  except Exception as e:  # tf2onnx raises many types on unsupported graphs
+    raise ValueError(f"ONNX conversion failed for {model.name}: {e}") from e
+  os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
+  tmp = f"{output_path}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(proto.SerializeToString())
+  os.replace(tmp, output_path)
+  return output_path
+
+
+def onnx_embed(path, images):
+  """Runs an `.onnx` export with onnxruntime on uint8 images; returns [n, D]."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import onnxruntime  # pylint: disable=g-import-not-at-top
+  session = onnxruntime.InferenceSession(os.fspath(path),
+                                         providers=["CPUExecutionProvider"])
+  return session.run(["embedding"], {"images": np.asarray(images, np.uint8)})[0]
