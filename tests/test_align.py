@@ -49,11 +49,10 @@ def test_matches_opencv_and_has_no_reflection():
 def test_warp_face_pixels():
   # A photo with a bright dot at each landmark: after warping, the dots sit on
   # the template positions.
-  rng = np.random.default_rng(2)
-  forward = _random_similarity(rng)
-  forward[:, :2] *= 1.0 / np.sqrt(abs(np.linalg.det(forward[:, :2])))  # unit scale
-  landmarks = transform.transform_points(cv2.invertAffineTransform(forward),
-                                         transform.ARCFACE_DST) + 200
+  angle, scale = 0.4, 1.7  # a tilted face, larger than the template
+  rotation = scale * np.array([[np.cos(angle), -np.sin(angle)],
+                               [np.sin(angle), np.cos(angle)]])
+  landmarks = (transform.ARCFACE_DST - 56) @ rotation.T + 250
   photo = np.zeros((500, 500, 3), np.uint8)
   for x, y in landmarks:
     cv2.circle(photo, (int(round(x)), int(round(y))), 2, (255, 255, 255), -1)
@@ -105,7 +104,9 @@ def test_align_faces_tool(astronaut, tmp_path):
   bgr = cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR)
   cv2.imwrite(str(raw / "eileen" / "portrait.jpg"), bgr)
   # Two astronauts side by side: two faces, the larger (right) one kept.
-  pair = np.concatenate([cv2.resize(bgr, (256, 256)), bgr], axis=1)
+  small = np.zeros_like(bgr)
+  small[128:384, 128:384] = cv2.resize(bgr, (256, 256))
+  pair = np.concatenate([small, bgr], axis=1)
   cv2.imwrite(str(raw / "eileen" / "twice.png"), pair)
   cv2.imwrite(str(raw / "nobody" / "grey.jpg"), np.full((200, 200, 3), 128, np.uint8))
   (raw / "nobody" / "broken.jpg").write_bytes(b"not a jpeg")

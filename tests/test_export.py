@@ -174,7 +174,8 @@ def test_fresh_process_and_saved_model_cli(exported, workdir, images, tmp_path):
   assert "signature_def['serve_images']" in shown
   assert "inputs['image_bytes'] tensor_info:\n        dtype: DT_STRING" in shown
   assert "inputs['images'] tensor_info:\n        dtype: DT_UINT8" in shown
-  assert "outputs['embedding'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 128)" in shown
+  assert ("outputs['embedding'] tensor_info:\n        dtype: DT_FLOAT\n"
+          "        shape: (-1, 128)") in shown
 
 
 @pytest.mark.slow
@@ -186,7 +187,4 @@ def test_export_tool(workdir, tmp_path):
                    check=False)
   assert again.returncode == 1
   assert "error:" in again.stderr and "already exists" in again.stderr
-  missing = run_tool("export", f"--model={tmp_path / 'nope.keras'}",
-                     f"--export_dir={base}", "--version=8", check=False)
-  assert missing.returncode == 1 and "nope.keras" in missing.stderr
   assert sorted(os.listdir(base)) == ["7"]

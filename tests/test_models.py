@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from tfface import models
+from tfface.models import complexity
 
 # arcface_torch iresnet, 512-d: (PyTorch parameters incl. the 512 fixed
 # gammas of `features`, BatchNorm running-statistics entries).
@@ -20,6 +21,8 @@ TORCH_COUNTS = {
     "r200": (118_833_920, 136_064),
 }
 MBF_TORCH_PARAMS = 2_059_520
+# MXNet's published FLOP counts (2 x multiply-accumulates) at 112x112.
+MXNET_GFLOPS = {"r34": 8.9, "r50": 12.6, "r100": 24.2}
 
 # Test-size variants of each family, shared with test_heads / benchmarks.
 SMALL = {
@@ -64,6 +67,8 @@ def test_iresnet_parameter_counts_match_arcface_torch(name):
   assert trainable == torch_params - 512
   assert fixed == torch_stats
   assert model.count_params() == torch_params - 512 + torch_stats
+  if name in MXNET_GFLOPS:
+    assert round(2 * complexity.count_macs(model) / 1e9, 1) == MXNET_GFLOPS[name]
   keras.backend.clear_session()
 
 

@@ -14,8 +14,20 @@ import TensorFlow. CRC is linear over GF(2), which allows a table lookup per
    where `_POSITION[i]` is the effect of a byte at position i on the register.
 3. Blocks combine per message by Horner's rule, `crc = shift(crc) ^ block`,
    with `shift` advancing the register over CHUNK zero bytes (4 lookups).
+
+That runs at roughly 100-250 MB/s per core. When the optional `google-crc32c`
+package (hardware CRC, GB/s) is installed it is used instead.
 """
 import numpy as np
+
+try:  # C (SSE4.2) CRC-32C at GB/s, when the optional package is installed
+  import google_crc32c
+except ImportError:
+  google_crc32c = None
+
+# Which implementation `crc32c_many` uses: "google_crc32c" or "numpy".
+BACKEND = ("google_crc32c" if google_crc32c is not None
+           and google_crc32c.implementation == "c" else "numpy")
 
 _POLY = 0x82F63B78  # reflected Castagnoli polynomial
 CHUNK = 256  # bytes per block; the position table is CHUNK * 256 * 4 bytes
@@ -96,7 +108,15 @@ def crc32c_scalar(data: bytes) -> int:
 
 
 def crc32c_many(messages: list[bytes]) -> np.ndarray:
-  """CRC-32C of each message, as a uint32 array (one batch of table lookups)."""
+  """CRC-32C of each message, as a uint32 array."""
+  if BACKEND == "google_crc32c":
+    return np.fromiter((google_crc32c.value(m) for m in messages), dtype=np.uint32,
+                       count=len(messages))
+  return crc32c_many_numpy(messages)
+
+
+def crc32c_many_numpy(messages: list[bytes]) -> np.ndarray:
+  """CRC-32C of each message with numpy alone (one batch of table lookups)."""
   lengths = np.fromiter((len(m) for m in messages), dtype=np.int64, count=len(messages))
   out = np.zeros(len(messages), dtype=np.uint32)
   short = np.nonzero(lengths < 4)[0]

@@ -96,11 +96,10 @@ class InsightFaceRec:
         self.idx_path = None
     if not os.path.exists(self.rec_path):
       raise FileNotFoundError(f"{self.rec_path}: no such .rec file")
-    self._reader = recordio.RecordIOReader(self.rec_path)
+    self.index = recordio.IndexedRecordIO(self.rec_path, self.idx_path)
     self.notes: list[str] = []
     self.property = (read_property(self.property_path)
                      if os.path.exists(self.property_path) else None)
-    self._load_index()
     self._detect_layout()
     self._num_classes = self.declared_num_classes
     if self._num_classes is not None and self._num_classes > FLOAT32_EXACT_LIMIT:
@@ -111,34 +110,15 @@ class InsightFaceRec:
     self.notes.append(message)
     log.warning(message)
 
-  def _load_index(self):
-    if self.idx_path is None:
-      self._offsets = recordio.scan_offsets(self.rec_path)
-      self._keys = np.arange(len(self._offsets), dtype=np.int64)
-    else:
-      self._keys, self._offsets = recordio.read_idx(self.idx_path)
-      bad = np.nonzero((self._offsets < 0) | (self._offsets >= self._reader.size))[0]
-      if len(bad):
-        i = int(bad[0])
-        raise ValueError(
-            f"{self.idx_path}: line {i + 1}: key {self._keys[i]} has byte offset "
-            f"{self._offsets[i]}, past the end of {self.rec_path} "
-            f"({self._reader.size} bytes); the .idx does not belong to this .rec")
-    self._order = np.argsort(self._keys)
-    self._sorted_keys = self._keys[self._order]
-
   def offset_of(self, key: int) -> int:
     """Byte offset of `key` in the `.rec` (KeyError naming the `.idx` if absent)."""
-    i = np.searchsorted(self._sorted_keys, key)
-    if i >= len(self._sorted_keys) or self._sorted_keys[i] != key:
-      raise KeyError(f"{self.idx_path or self.rec_path}: no record with key {key}")
-    return int(self._offsets[self._order[i]])
+    return self.index.offset_of(key)
 
   def _detect_layout(self):
     self.has_header = False
     self.identity_keys = np.zeros(0, dtype=np.int64)
     self.identity_records_agree = True
-    if len(self._sorted_keys) and self._sorted_keys[0] == 0:
+    if len(self.index.keys) and self.index.keys[0] == 0:
       header, rest = self.read_record(0)
       # The header record carries [first identity key, end] and no image.
       if header.flag > 0 and len(rest) == 0 and header.flag >= 2:
@@ -151,7 +131,7 @@ class InsightFaceRec:
         self.identity_keys = np.arange(first, end, dtype=np.int64)
         self._check_identity_records()
         return
-    self.image_keys = self._sorted_keys.copy()
+    self.image_keys = self.index.keys.copy()
 
   def _check_identity_records(self):
     """Compares a sample of identity records with the labels of their images."""
@@ -203,7 +183,7 @@ class InsightFaceRec:
   def read_record(self, key: int) -> tuple[recordio.IRHeader, bytes]:
     """The `IRHeader` and payload (after the labels) of any record."""
     offset = self.offset_of(key)
-    payload = self._reader.read_at(offset)
+    payload = self.index.reader.read_at(offset)
     return recordio.unpack_header(payload, f"{self.rec_path}: key {key} at byte offset {offset}")
 
   def label_of(self, key: int) -> int:
@@ -228,20 +208,13 @@ class InsightFaceRec:
 
   def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
     """Streams `(key, label, image_bytes)` over all images in file order."""
-    sorted_offsets = np.sort(self._offsets)
-    key_at = self._keys[np.argsort(self._offsets, kind="stable")]
-    image_key_set = self.image_keys
-    with recordio.RecordIOReader(self.rec_path) as reader:
-      for offset, payload in reader:
-        i = np.searchsorted(sorted_offsets, offset)
-        if i >= len(sorted_offsets) or sorted_offsets[i] != offset:
-          continue  # a record the index does not list
-        key = int(key_at[i])
-        if self.has_header and not image_key_set[0] <= key <= image_key_set[-1]:
-          continue
-        header, image = recordio.unpack_header(
-            payload, f"{self.rec_path}: key {key} at byte offset {offset}")
-        yield key, self._class(header.label, key), image
+    first, last = (self.image_keys[0], self.image_keys[-1]) if self.num_images else (1, 0)
+    for key, offset, payload in self.index:
+      if self.has_header and not first <= key <= last:
+        continue  # the header and identity records
+      header, image = recordio.unpack_header(
+          payload, f"{self.rec_path}: key {key} at byte offset {offset}")
+      yield key, self._class(header.label, key), image
 
   def labels(self) -> np.ndarray:
     """int64 labels of all images, ordered like `image_keys` (one streaming scan)."""
@@ -253,15 +226,17 @@ class InsightFaceRec:
     return self._labels
 
   def image_offsets(self) -> np.ndarray:
-    """Byte offsets of the images, ordered like `image_keys`."""
-    pos = np.searchsorted(self._sorted_keys, self.image_keys)
-    pos = np.minimum(pos, len(self._sorted_keys) - 1)
-    missing = self._sorted_keys[pos] != self.image_keys
-    if missing.any():
-      key = int(self.image_keys[np.argmax(missing)])
-      raise ValueError(f"{self.idx_path}: image key {key} (below the header's first "
-                       "identity key) is missing from the index")
-    return self._offsets[self._order[pos]]
+    """Byte offsets of the images, ordered like `image_keys`.
+
+    Raises:
+      ValueError: an image key (below the header's first identity key) that
+        the `.idx` does not list.
+    """
+    try:
+      return self.index.offsets_of(self.image_keys)
+    except KeyError as e:
+      raise ValueError(f"{e.args[0]}: an image key below the header's first identity "
+                       "key is missing from the index") from None
 
   def describe(self) -> str:
     """A one-line summary: images, identities, layout."""
@@ -270,7 +245,7 @@ class InsightFaceRec:
             f"({layout}, {os.path.getsize(self.rec_path)} bytes)")
 
   def close(self):
-    self._reader.close()
+    self.index.close()
 
   def __enter__(self):
     return self

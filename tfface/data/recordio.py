@@ -288,3 +288,71 @@ def scan_offsets(path: str) -> np.ndarray:
   """Byte offsets of every record of a `.rec` without an `.idx` (one streaming pass)."""
   with RecordIOReader(path) as reader:
     return np.fromiter((offset for offset, _ in reader), dtype=np.int64)
+
+
+class IndexedRecordIO:
+  """Random access by key to a `.rec` through its `.idx` (MXIndexedRecordIO's read side).
+
+  Args:
+    rec_path: the `.rec` file.
+    idx_path: its `.idx`; None scans the `.rec` once and numbers the records
+      0, 1, 2, ... in file order (the keys InsightFace's writers use).
+
+  Raises:
+    ValueError: an `.idx` line whose offset lies past the end of the `.rec`.
+  """
+
+  def __init__(self, rec_path: str, idx_path: str | None = None):
+    self.rec_path, self.idx_path = rec_path, idx_path
+    self.reader = RecordIOReader(rec_path)
+    if idx_path is None:
+      offsets = scan_offsets(rec_path)
+      keys = np.arange(len(offsets), dtype=np.int64)
+    else:
+      keys, offsets = read_idx(idx_path)
+      bad = np.nonzero((offsets < 0) | (offsets >= self.reader.size))[0]
+      if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"{idx_path}: line {i + 1}: key {keys[i]} has byte offset {offsets[i]}, past "
+            f"the end of {rec_path} ({self.reader.size} bytes): the .rec is truncated or "
+            "the .idx belongs to another .rec")
+    order = np.argsort(keys, kind="stable")
+    self.keys = keys[order]  # sorted
+    self.offsets = offsets[order]  # offsets[i] belongs to keys[i]
+
+  def offsets_of(self, keys) -> np.ndarray:
+    """Byte offsets of `keys` (array-like); KeyError naming the first missing key."""
+    keys = np.asarray(keys, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(self.keys, keys), max(len(self.keys) - 1, 0))
+    missing = (self.keys[pos] != keys) if len(self.keys) else np.ones(len(keys), bool)
+    if missing.any():
+      key = int(keys[np.argmax(missing)])
+      raise KeyError(f"{self.idx_path or self.rec_path}: no record with key {key}")
+    return self.offsets[pos]
+
+  def offset_of(self, key: int) -> int:
+    return int(self.offsets_of([key])[0])
+
+  def read_idx(self, key: int) -> bytes:
+    """The payload of the record with `key`."""
+    return self.reader.read_at(self.offset_of(key))
+
+  def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
+    """Streams `(key, byte_offset, payload)` of the indexed records in file order."""
+    by_offset = np.argsort(self.offsets, kind="stable")
+    sorted_offsets = self.offsets[by_offset]
+    with RecordIOReader(self.rec_path) as reader:
+      for offset, payload in reader:
+        i = np.searchsorted(sorted_offsets, offset)
+        if i < len(sorted_offsets) and sorted_offsets[i] == offset:
+          yield int(self.keys[by_offset[i]]), offset, payload
+
+  def close(self):
+    self.reader.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

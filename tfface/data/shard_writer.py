@@ -108,13 +108,9 @@ def write_shard(task: ShardTask, report=None) -> dict:
     for example in examples:
       if example is not None:
         writer.write(example)
-    writer.finish()
     # Read the file back before it gets its final name: what is on disk must be
-    # exactly what was written (record count and SHA-256).
-    on_disk = tfrecord_io.digest(writer.temporary_path)
-    if on_disk != (writer.num_records, writer.sha256):
-      raise OSError(f"{path}: read back {on_disk[0]} records with sha256 {on_disk[1]}, "
-                    f"wrote {writer.num_records} with sha256 {writer.sha256}")
+    # exactly what was written.
+    writer.verify()
     result = {"file": task.name, "num_records": writer.num_records, "sha256": writer.sha256,
               "num_bytes": writer.num_bytes,
               "min_label": min(labels) if labels else None,

@@ -11,6 +11,7 @@ passed back to `verify(..., images=...)`.
 """
 import dataclasses
 import logging
+import weakref
 
 import cv2
 import numpy as np
@@ -20,6 +21,9 @@ from tfface.evaluation import roc
 
 _LOG = logging.getLogger(__name__)
 DEFAULT_IMAGE_SIZE = (112, 112)
+# One traced function per Keras model: the trainer verifies the same model
+# every few thousand steps, and retracing costs seconds each time.
+_KERAS_EMBED_FNS = weakref.WeakKeyDictionary()
 
 
 def _resize_like_insightface(img, size):
@@ -96,13 +100,19 @@ def as_embed_fn(model):
   import keras  # pylint: disable=g-import-not-at-top
   if not isinstance(model, keras.Model):
     return lambda batch: np.asarray(model(batch), dtype=np.float32)
+  if model in _KERAS_EMBED_FNS:
+    return _KERAS_EMBED_FNS[model]
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  model_ref = weakref.ref(model)  # a strong reference would pin the cache key
 
   @tf.function(reduce_retracing=True)
   def _embed(batch):
-    return model(tf.cast(batch, tf.float32), training=False)
+    return tf.cast(model_ref()(tf.cast(batch, tf.float32), training=False), tf.float32)
 
-  return lambda batch: _embed(batch).numpy().astype(np.float32)
+  fn = lambda batch: _embed(batch).numpy()
+  _KERAS_EMBED_FNS[model] = fn
+  return fn
 
 
 def model_image_size(embed_fn):

@@ -95,7 +95,7 @@ def from_keras(model, metadata=None, source=""):
 
 def _load_keras_file(path):
   import keras  # pylint: disable=g-import-not-at-top
-  import tfface  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import  (registers layers)
+  # Registers tfface's custom layers with Keras' deserializer.
   import tfface.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   try:
     return keras.saving.load_model(path, compile=False)

@@ -14,12 +14,35 @@ files and nothing else. A third, non-signature function `raw_embedding`
 (uint8 images -> un-normalized embeddings) lets tfface's own tools run the
 verification protocol (XNorm, flip sum) on an export.
 """
+import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 
 from tfface.export import loading
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_info():
+  """Silences TensorFlow's INFO lines while saving or converting.
+
+  Saving logs one line per captured variable handle ("input name(s) resource
+  with unsupported characters", sharding, fingerprint), which under absl's
+  default INFO verbosity buries the tool's own output and reads like errors.
+  """
+  # TF logs through both its own logger and absl's, depending on the module,
+  # and in TF 2.21 a raised level did not stop the saver's INFO lines: filter.
+  loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+  drop_info = lambda record: record.levelno >= logging.WARNING
+  for logger in loggers:
+    logger.addFilter(drop_info)
+  try:
+    yield
+  finally:
+    for logger in loggers:
+      logger.removeFilter(drop_info)
 
 
 def _decode_and_resize(data, image_size):
@@ -174,7 +197,8 @@ def export_saved_model(model_or_path, export_dir, version, flip_tta=False,
       json.dump(info, f, indent=2, sort_keys=True)
     module.metadata = tf.saved_model.Asset(meta_path)
     staged = os.path.join(work, "model")
-    tf.saved_model.save(module, staged, signatures=signatures)
+    with quiet_tensorflow_info():
+      tf.saved_model.save(module, staged, signatures=signatures)
     if os.path.exists(target):
       old = os.path.join(work, "replaced")
       os.rename(target, old)

@@ -7,6 +7,7 @@ the signature name and keys: `serve_images`, input `images` (uint8
 """
 import os
 import tempfile
+import warnings
 
 from tfface.export import saved_model
 
@@ -41,17 +42,18 @@ def export_tflite(model_or_path, output_path, float16=False, flip_tta=False):
   with tempfile.TemporaryDirectory() as staging:
     # Converting from a SavedModel keeps the signature's name and keys, which
     # `Interpreter.get_signature_runner("serve_images")` relies on.
-    tf.saved_model.save(module, staging,
-                        signatures={"serve_images": signatures["serve_images"]})
-    converter = tf.lite.TFLiteConverter.from_saved_model(
-        staging, signature_keys=["serve_images"])
-    if float16:
-      converter.optimizations = [tf.lite.Optimize.DEFAULT]
-      converter.target_spec.supported_types = [tf.float16]
-    try:
-      data = converter.convert()
-    except Exception as e:  # the converter raises ConverterError and others
-      raise ValueError(f"TFLite conversion failed for {model.name}: {e}") from e
+    with saved_model.quiet_tensorflow_info():
+      tf.saved_model.save(module, staging,
+                          signatures={"serve_images": signatures["serve_images"]})
+      converter = tf.lite.TFLiteConverter.from_saved_model(
+          staging, signature_keys=["serve_images"])
+      if float16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+      try:
+        data = converter.convert()
+      except Exception as e:  # the converter raises ConverterError and others
+        raise ValueError(f"TFLite conversion failed for {model.name}: {e}") from e
   _atomic_write(output_path, data)
   return output_path
 
@@ -60,6 +62,10 @@ def tflite_embed(path, images):
   """Runs a `.tflite` export on uint8 images; returns [n, D] embeddings."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
+  with warnings.catch_warnings():
+    # TF points to ai_edge_litert, which tfface does not pin; the bundled
+    # interpreter still runs the same flatbuffer in TF 2.21.
+    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+    interpreter = tf.lite.Interpreter(model_path=os.fspath(path))
   runner = interpreter.get_signature_runner("serve_images")
   return np.asarray(runner(images=np.asarray(images, np.uint8))["embedding"])

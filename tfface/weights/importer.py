@@ -75,12 +75,20 @@ def import_with_report(source, network, embedding_size=512, input_mean=None,
                        input_std=None, **overrides):
   """Like `import_weights`, and also returns what was found and done.
 
+  Args:
+    source, network, embedding_size, input_mean, input_std, **overrides: as
+      for `import_weights`.
+
   Returns:
     (model, report): the Keras model and a dict with `source`, `format`,
     `network`, `embedding_size`, `input_mean`, `input_std`,
     `normalization` (where the mean/std came from), `bn_epsilon`,
-    `tensors` (source tensors written) and `identity_batchnorms` (BatchNorms
-    that carry a folded conv bias).
+    `tensors` (distinct source tensors written) and `identity_batchnorms`
+    (Keras BatchNorms set to identity form because the source had folded
+    them away: conv biases, Mul + Add pairs).
+
+  Raises:
+    ValueError, OSError: as `import_weights`.
   """
   source = os.fspath(source)
   kind, data, info = _read(source, network)
@@ -92,13 +100,16 @@ def import_with_report(source, network, embedding_size=512, input_mean=None,
   else:
     pairs = torch_names.pair_state_dict(graph, data, info["family"], source)
   unused = [f"tensor {name!r} feeds no layer" for name in info["unused_tensors"]]
-  written = mapping.assign(pairs, graph, errors=unused)
+  try:
+    written = mapping.assign(pairs, graph, errors=unused)
+  except ValueError as e:
+    raise ValueError(f"{source}: {e}") from e
   if input_mean is not None or input_std is not None:
     origin = "given by the caller"
   elif info["preprocessing"]:
     origin = "found in the ONNX graph"
   else:
-    origin = "arcface_torch default (x - 127.5) / 127.5"
+    origin = "arcface_torch's default, as the source stores none"
   report.update(
       source=source, format=kind, network=model.name,
       embedding_size=int(model.outputs[0].shape[-1]), normalization=origin,

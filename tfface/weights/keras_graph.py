@@ -15,8 +15,7 @@ from tfface.weights import graph as graph_lib
 
 # Layers that compute nothing at inference time, or whose job is done
 # elsewhere (the normalization is re-created from the source's preprocessing).
-_PASS_THROUGH = (keras.layers.Dropout, keras.layers.Activation,
-                 model_layers.InputNormalization)
+_PASS_THROUGH = (keras.layers.Dropout, model_layers.InputNormalization)
 
 
 def _pair(value):

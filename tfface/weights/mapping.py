@@ -127,7 +127,7 @@ def assign(pairs, keras_graph, errors=()):
       together with those found here.
 
   Returns:
-    The number of source tensors written.
+    The number of distinct source tensors written.
 
   Raises:
     ValueError: listing every weight whose shape differs and every bias or
@@ -151,19 +151,21 @@ def assign(pairs, keras_graph, errors=()):
     for key, value, source_key in values:
       variable, value = variables[key], np.asarray(value, np.float32)
       if tuple(value.shape) != tuple(variable.shape):
+        shape = np.shape(sop.params.get(source_key))
+        converted = ("" if tuple(value.shape) == shape
+                     else f" ({tuple(value.shape)} in Keras layout)")
         errors.append(
             f"{kop.name}/{key}: Keras expects {tuple(variable.shape)}; source "
-            f"{_names(sop, source_key)} has shape "
-            f"{np.shape(sop.params.get(source_key))} ({tuple(value.shape)} "
-            "in Keras layout)")
+            f"{_names(sop, source_key)} has shape {shape}{converted}")
         continue
       writes.append((variable, value))
   if errors:
-    raise ValueError(f"{keras_graph.origin}: weights that do not fit:\n  - "
+    raise ValueError(f"weights that do not fit {keras_graph.origin}:\n  - "
                      + "\n  - ".join(errors))
   for variable, value in writes:
     variable.assign(value)
   for layer, eps in epsilons:
     layer.epsilon = eps  # read at call time; saved by get_config
-  return sum(len(sop.params) for _, sop in pairs)
+  return len({name for _, sop in pairs for names in sop.tensors.values()
+              for name in names})
 

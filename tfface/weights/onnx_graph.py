@@ -17,7 +17,8 @@ import numpy as np
 from tfface.weights import graph as graph_lib
 from tfface.weights import onnx_passes
 
-_ALIASES = ("Identity", "Dropout")
+# Nodes that pass their input through at inference (Cast: fp16 exports).
+_ALIASES = ("Identity", "Dropout", "Cast")
 
 
 class _Const:
@@ -54,7 +55,7 @@ def _fold_constant(node, args, attrs):
     for key in ("value_float", "value_floats", "value_int", "value_ints"):
       if key in attrs:
         return np.asarray(attrs[key])
-  elif op in _ALIASES:
+  elif op in ("Identity", "Dropout"):
     return values[0]
   elif op == "Unsqueeze":
     out = values[0]
@@ -65,7 +66,7 @@ def _fold_constant(node, args, attrs):
   elif op == "Squeeze":
     axes = _axes(args, attrs, values[0].ndim)
     return np.squeeze(values[0], axis=None if axes is None else tuple(axes))
-  elif op == "Reshape":
+  elif op == "Reshape":  # 0 keeps the input's size on that axis
     shape = [d if d != 0 else values[0].shape[i] for i, d in enumerate(values[1])]
     return np.reshape(values[0], shape)
   elif op == "Cast":
@@ -76,11 +77,13 @@ def _fold_constant(node, args, attrs):
     return np.take(values[0], values[1], axis=attrs.get("axis", 0))
   elif op == "Concat":
     return np.concatenate([np.atleast_1d(v) for v in values], attrs["axis"])
-  elif op == "Slice":
-    starts, ends, axes = (values[1:4] + [None])[:3] if len(values) > 1 else (
-        attrs["starts"], attrs["ends"], attrs.get("axes"))
-    if len(values) > 4 or values[0].ndim != 1 or (axes is not None and
-                                                   list(np.ravel(axes)) != [0]):
+  elif op == "Slice":  # on shape vectors; opset 10 moved starts/ends to inputs
+    if len(values) > 1:
+      starts, ends = values[1], values[2]
+      steps = values[4] if len(values) > 4 else 1
+    else:
+      starts, ends, steps = attrs["starts"], attrs["ends"], 1
+    if values[0].ndim != 1 or np.size(starts) != 1 or np.any(np.asarray(steps) != 1):
       raise ValueError("only 1-D, unit-step constant Slice is supported")
     return values[0][int(np.ravel(starts)[0]):int(np.ravel(ends)[0])]
   elif op == "Transpose":
@@ -125,6 +128,7 @@ class _Reader:
     self.graph.output = self.producer[output]
 
   def _const(self, node, position):
+    """The constant at input `position` of `node`; None for an absent optional."""
     name = node.input[position] if position < len(node.input) else ""
     if not name:
       return None
@@ -149,6 +153,7 @@ class _Reader:
     self.producer[node.output[0]] = name
 
   def _visit(self, index, node):
+    """Converts one node; errors get the file, node index, type and name."""
     where = f"{self.path}: node #{index} {node.op_type} {node.name!r}"
     try:
       self._convert(index, node, _attributes(node))
@@ -156,6 +161,7 @@ class _Reader:
       raise ValueError(f"{where}: {e}") from e
 
   def _convert(self, index, node, attrs):
+    """Folds a constant node, or adds the graph operation a node stands for."""
     op = node.op_type
     data = [i for i in node.input if i and i not in self.consts]
     if not data:  # all inputs constant: fold it now
@@ -174,7 +180,7 @@ class _Reader:
       rank = self.graph.ops[self.producer[data[0]]].attrs["rank"]
       self.consts[node.output[0]] = _Const(np.full(rank, None, object), ())
     elif op == "Conv":
-      self._conv(node, index, attrs)
+      self._conv(node, index, attrs, data[0])
     elif op == "BatchNormalization":
       if attrs.get("training_mode", 0):
         raise ValueError("training-mode BatchNormalization; export in eval mode")
@@ -189,6 +195,7 @@ class _Reader:
     elif op == "Flatten" and attrs.get("axis", 1) == 1:
       self._add(node, index, "flatten", data[0], {}, {})
     elif op == "Reshape" and np.size(self._const(node, 1).value) == 2:
+      # To two axes, i.e. (batch, -1): a flatten.
       self.structural |= self._const(node, 1).origins
       self._add(node, index, "flatten", data[0], {}, {})
     elif op in ("Gemm", "MatMul"):
@@ -197,7 +204,8 @@ class _Reader:
       raise ValueError("operator not supported by the importer (expected "
                        "Conv, BatchNormalization, PRelu, Add, Flatten, Gemm)")
 
-  def _conv(self, node, index, attrs):
+  def _conv(self, node, index, attrs, data):
+    """Conv: OIHW weight, optional bias; ONNX pads are (top, left, bottom, right)."""
     weight = self._const(node, 1)
     if any(d != 1 for d in attrs.get("dilations", [1, 1])):
       raise ValueError("dilated convolutions are not supported")
@@ -207,10 +215,11 @@ class _Reader:
                  "strides": tuple(attrs.get("strides", (1, 1))),
                  "pads": tuple(attrs.get("pads", (0, 0, 0, 0))),
                  "groups": int(attrs.get("group", 1))}
-    self._add(node, index, "conv", node.input[0], structure,
+    self._add(node, index, "conv", data, structure,
               {"weight": weight, "bias": self._const(node, 2)})
 
   def _dense(self, node, index, attrs, data):
+    """Gemm (alpha * A @ B' + beta * C) or MatMul by a constant: a dense op."""
     if node.op_type == "MatMul":
       weight, bias, alpha, beta = self._const(node, 1), None, 1.0, 1.0
       layout_is_out_in = False
@@ -228,6 +237,7 @@ class _Reader:
     self._add(node, index, "dense", data, {}, params)
 
   def _elementwise(self, node, index, data):
+    """Add of two branches, or arithmetic with a constant (an affine op)."""
     if len(data) == 2:
       if node.op_type != "Add":
         raise ValueError("only Add may combine two computed tensors")
@@ -237,6 +247,8 @@ class _Reader:
           {"rank": self.graph.ops[self.producer[data[0]]].attrs["rank"]}))
       self.producer[node.output[0]] = name
       return
+    # Which operand is the constant decides Sub's sign and whether Div is
+    # a scale (x / c) or something no backbone computes (c / x).
     const_first = node.input[0] not in data
     const = self.consts[node.input[0 if const_first else 1]]
     value = np.asarray(const.value, np.float64)
@@ -262,7 +274,7 @@ def read_graph(model, path):
     (graph, info): the `Graph`, and a dict with `input_shape` (NCHW, None
     for dynamic dims), `preprocessing` ({"mean", "std", "in_graph"}: the
     normalization found at the start of the graph, or None),
-    `epsilon` (the BatchNorm epsilon most nodes use, or None) and
+    `epsilon` (the BatchNorm epsilon most nodes use; 1e-5 without any) and
     `unused_tensors` (initializers that feed no weight).
 
   Raises:

@@ -6,6 +6,7 @@ on them. A missing package, a missing file or a file of the wrong kind is a
 `ValueError` / `OSError` naming the file.
 """
 import os
+import pickle
 
 import numpy as np
 
@@ -110,9 +111,14 @@ def read_state_dict(path):
     obj = torch.load(str(path), map_location="cpu", weights_only=True)
   except OSError:
     raise
-  except Exception as e:  # pickle and zip errors come in many types
-    raise ValueError(f"{path}: not a loadable PyTorch state_dict ({e}); save "
-                     "the backbone with torch.save(model.state_dict(), path)") from e
+  except pickle.UnpicklingError as e:  # weights_only refused an object
+    raise ValueError(f"{path}: holds pickled Python objects (a whole model?), "
+                     "not only tensors, and loading them would run their code; "
+                     "save the backbone with torch.save(model.state_dict(), "
+                     "path)") from e
+  except Exception as e:  # zip and format errors come in many types
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ValueError(f"{path}: not a readable PyTorch file ({first_line})") from e
   state = _unwrap(obj, path)
   result = {}
   for name, tensor in state.items():

@@ -1,0 +1,99 @@
+"""The dataset command-line tools, run as a user runs them (subprocesses).
+
+Every tool run imports TensorFlow (through `tfface`), so the error paths that
+need no command-line wiring are checked in-process.
+"""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_tool
+from tfface.data import conversions
+from tfface.data import insightface
+from tfface.data import inspect
+from tfface.data import pairs
+from tfface.data import schema
+from tfface.data import synthetic
+from tfface.data import verification_bin
+
+
+def test_make_synthetic_rec2tfrecord_inspect(tmp_path):
+  rec, out = tmp_path / "rec", tmp_path / "tfrecords"
+  run_tool("make_synthetic", f"--output_dir={rec}", "--num_identities=4",
+           "--images_per_identity=3", "--num_pairs=20", "--num_val_identities=3")
+  proc = run_tool("rec2tfrecord", f"--rec_dir={rec}", f"--output_dir={out}", "--num_shards=3",
+                  "--num_workers=2")
+  assert "12 images of 4 classes in 3 shards, verified" in proc.stdout
+  assert "images/s" in proc.stdout and "MB/s" in proc.stdout and "ETA" in proc.stderr
+  assert schema.load_manifest(str(out)).num_images == 12
+  proc = run_tool("inspect_data", out)
+  assert "12 images, 4 classes, 3 shards" in proc.stdout and "image 112x112x3" in proc.stdout
+  # The other kinds of path, in-process (each tool run costs a TensorFlow import).
+  assert "12 images, 4 identities (header + identity records" in inspect.describe(str(rec))
+  assert "20 pairs (10 same, 10 different)" in inspect.describe(str(rec / "synth_val.bin"))
+
+
+def test_bad_input_exits_1_with_one_line(tmp_path):
+  synthetic.generate(str(tmp_path), num_identities=2, images_per_identity=2, num_pairs=20,
+                     num_val_identities=2, val_images_per_identity=2)
+  with open(tmp_path / "train.rec", "r+b") as f:
+    f.seek(0)
+    f.write(b"JUNK")
+  proc = run_tool("rec2tfrecord", f"--rec_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}",
+                  check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      f"error: {tmp_path}/train.rec: bad magic 0x4b4e554a at byte offset 0")
+  with pytest.raises(ValueError, match="nothing.txt: not a .rec directory"):
+    inspect.describe(str(tmp_path / "nothing.txt"))
+
+
+def test_rec2img_then_img2rec_round_trip(tmp_path):
+  synthetic.generate(str(tmp_path / "rec"), num_identities=3, images_per_identity=2,
+                     num_pairs=20, num_val_identities=2, val_images_per_identity=2)
+  run_tool("rec2img", f"--rec_dir={tmp_path / 'rec'}", f"--output_dir={tmp_path / 'img'}")
+  with insightface.InsightFaceRec(str(tmp_path / "rec")) as rec:
+    for key, label, image in rec:  # bytes written unchanged: colours stay right
+      assert (tmp_path / "img" / str(label) / f"{key}.jpg").read_bytes() == image
+  big = np.zeros((120, 100, 3), np.uint8)
+  cv2.imwrite(str(tmp_path / "img" / "2" / "extra.png"), big)
+  with pytest.raises(ValueError, match="extra.png: image is 100x120, expected 112x112"):
+    conversions.images_to_rec(str(tmp_path / "img"), str(tmp_path / "r2"))
+  assert not (tmp_path / "r2" / "train.rec").exists()
+  run_tool("img2rec", f"--image_dir={tmp_path / 'img'}", f"--output_dir={tmp_path / 'r2'}",
+           "--resize")
+  lst = (tmp_path / "r2" / "train.lst").read_text().splitlines()
+  assert lst[0] == f"1\t{tmp_path / 'img' / '0' / '1.jpg'}\t0" and len(lst) == 7
+  assert (tmp_path / "r2" / "property").read_text() == "3,112,112"
+  with insightface.InsightFaceRec(str(tmp_path / "r2")) as rec:
+    assert rec.has_header and rec.labels().tolist() == [0, 0, 1, 1, 2, 2, 2]
+    assert rec.read(1)[1] == (tmp_path / "img" / "0" / "1.jpg").read_bytes()
+  (tmp_path / "img" / "2" / "broken.jpg").write_bytes(b"not a jpeg")
+  with pytest.raises(ValueError, match="broken.jpg: not a readable image"):
+    conversions.images_to_rec(str(tmp_path / "img"), str(tmp_path / "r3"), resize=True)
+
+
+def test_make_bin_from_lfw_pairs_and_plain_pairs(tmp_path):
+  for name, count in (("Ann_A", 2), ("Bob_B", 1)):
+    os.makedirs(tmp_path / "lfw" / name)
+    for i in range(1, count + 1):
+      cv2.imwrite(str(tmp_path / "lfw" / name / f"{name}_{i:04d}.jpg"),
+                  np.full((112, 112, 3), 40 * i, np.uint8))
+  (tmp_path / "pairs.txt").write_text("1\t2\nAnn_A\t1\t2\nAnn_A\t1\tBob_B\t1\n")
+  run_tool("make_bin", f"--pairs={tmp_path / 'pairs.txt'}", f"--image_root={tmp_path / 'lfw'}",
+           f"--output={tmp_path / 'lfw.bin'}")
+  vbin = verification_bin.load_bin(str(tmp_path / "lfw.bin"))
+  ann1 = (tmp_path / "lfw" / "Ann_A" / "Ann_A_0001.jpg").read_bytes()
+  assert vbin.issame.tolist() == [True, False] and vbin.images[0] == ann1
+  assert vbin.images[3] == (tmp_path / "lfw" / "Bob_B" / "Bob_B_0001.jpg").read_bytes()
+  (tmp_path / "plain.txt").write_text("Ann_A/Ann_A_0001.jpg Bob_B/Bob_B_0001.jpg 0\n"
+                                      "Ann_A/Ann_A_0002.jpg Ann_A/Ann_A_0009.jpg 1\n")
+  with pytest.raises(ValueError, match="plain.txt: pair 2: image .*Ann_A_0009.jpg does not"):
+    pairs.build_bin(str(tmp_path / "plain.txt"), str(tmp_path / "lfw"), str(tmp_path / "p.bin"))
+  assert not (tmp_path / "p.bin").exists()
+  (tmp_path / "plain.txt").write_text("Ann_A/Ann_A_0001.jpg Bob_B/Bob_B_0001.jpg 0\n")
+  vbin = pairs.build_bin(str(tmp_path / "plain.txt"), str(tmp_path / "lfw"),
+                         str(tmp_path / "p.bin"))
+  assert vbin.issame.tolist() == [False] and vbin.images[0] == ann1

@@ -1,0 +1,133 @@
+"""Pure-Python MXNet RecordIO: golden bytes, split records, round trips, bad input."""
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from tfface.data import recordio
+
+MAGIC = struct.pack("<I", 0xCED7230A)
+
+
+def _head(cflag, length):
+  return MAGIC + struct.pack("<I", (cflag << 29) | length)
+
+
+def test_pack_header_scalar_label_golden():
+  data = recordio.pack_header(recordio.IRHeader(0, 3.0, 7, 0), b"abc")
+  assert data == struct.pack("<IfQQ", 0, 3.0, 7, 0) + b"abc"
+  header, rest = recordio.unpack_header(data)
+  assert header == (0, 3.0, 7, 0) and rest == b"abc"
+
+
+def test_pack_header_array_label_golden():
+  data = recordio.pack_header(recordio.IRHeader(0, [5, 1], 9, 0), b"x")
+  assert data == struct.pack("<IfQQ", 2, 0.0, 9, 0) + struct.pack("<ff", 5, 1) + b"x"
+  header, rest = recordio.unpack_header(data)
+  assert header.flag == 2 and header.label.tolist() == [5.0, 1.0] and rest == b"x"
+
+
+def test_unpack_header_too_short():
+  with pytest.raises(ValueError, match="announces 3 float32 labels"):
+    recordio.unpack_header(struct.pack("<IfQQ", 3, 0.0, 1, 0) + b"\0" * 4, "f.rec: key 1")
+
+
+@pytest.mark.parametrize("payload, expected", [
+    (b"abcd", _head(0, 4) + b"abcd"),
+    (b"abcde", _head(0, 5) + b"abcde\0\0\0"),
+    # Magic at an aligned offset: split, the magic bytes dropped.
+    (b"abcd" + MAGIC + b"efgh", _head(1, 4) + b"abcd" + _head(3, 4) + b"efgh"),
+    # Unaligned magic stays inside the record (dmlc-core checks aligned words only).
+    (b"a" + MAGIC + b"xyz", _head(0, 8) + b"a" + MAGIC + b"xyz"),
+    (MAGIC + b"ab", _head(1, 0) + _head(3, 2) + b"ab\0\0"),
+    (b"abcd" + MAGIC, _head(1, 4) + b"abcd" + _head(3, 0)),
+    (MAGIC + MAGIC + b"abcd", _head(1, 0) + _head(2, 0) + _head(3, 4) + b"abcd"),
+])
+def test_encode_record_golden(payload, expected, tmp_path):
+  assert recordio.encode_record(payload) == expected
+  path = tmp_path / "one.rec"
+  path.write_bytes(expected)
+  with recordio.RecordIOReader(str(path)) as reader:
+    assert [p for _, p in reader] == [payload]
+    assert reader.read_at(0) == payload
+
+
+def _random_payloads(n, seed=0):
+  rng = np.random.default_rng(seed)
+  payloads = []
+  for i in range(n):
+    data = bytearray(rng.bytes(int(rng.integers(0, 300))))
+    if i % 3 == 0 and len(data) >= 16:  # plant magics, aligned and not
+      pos = int(rng.integers(0, len(data) - 4))
+      data[pos:pos + 4] = MAGIC
+      data[4:8] = MAGIC
+    payloads.append(bytes(data))
+  return payloads
+
+
+def test_round_trip_with_index(tmp_path):
+  rec, idx = str(tmp_path / "t.rec"), str(tmp_path / "t.idx")
+  payloads = _random_payloads(200)
+  with recordio.RecordIOWriter(rec, idx) as writer:
+    offsets = [writer.write(p, key=i * 2) for i, p in enumerate(payloads)]
+  keys, idx_offsets = recordio.read_idx(idx)
+  assert keys.tolist() == [i * 2 for i in range(200)] and idx_offsets.tolist() == offsets
+  with recordio.RecordIOReader(rec) as reader:
+    assert [p for _, p in reader] == payloads
+    for i in (150, 3, 77):
+      assert reader.read_at(offsets[i]) == payloads[i]
+  assert recordio.scan_offsets(rec).tolist() == offsets
+
+
+def test_writer_leaves_nothing_on_error(tmp_path):
+  rec = tmp_path / "t.rec"
+  with pytest.raises(RuntimeError):
+    with recordio.RecordIOWriter(str(rec), str(tmp_path / "t.idx")) as writer:
+      writer.write(b"abc", key=0)
+      raise RuntimeError("interrupted")
+  assert os.listdir(tmp_path) == []
+
+
+def _write(tmp_path, payloads):
+  rec = str(tmp_path / "t.rec")
+  with recordio.RecordIOWriter(rec) as writer:
+    offsets = [writer.write(p) for p in payloads]
+  return rec, offsets
+
+
+def test_bad_magic_names_offset(tmp_path):
+  rec, offsets = _write(tmp_path, [b"a" * 8, b"b" * 8, b"c" * 8])
+  data = bytearray(open(rec, "rb").read())
+  data[offsets[2]] ^= 0xFF
+  open(rec, "wb").write(bytes(data))
+  with pytest.raises(ValueError, match=f"bad magic .* at byte offset {offsets[2]}"):
+    with recordio.RecordIOReader(rec) as reader:
+      list(reader)
+
+
+def test_truncated_record_names_offset(tmp_path):
+  rec, offsets = _write(tmp_path, [b"a" * 8, b"b" * 100])
+  os.truncate(rec, os.path.getsize(rec) - 10)
+  with pytest.raises(ValueError, match=f"truncated record at byte offset {offsets[1]}"):
+    with recordio.RecordIOReader(rec) as reader:
+      list(reader)
+
+
+def test_offset_past_end_and_continuation_part(tmp_path):
+  rec, _ = _write(tmp_path, [b"abcd" + MAGIC + b"efgh"])
+  with recordio.RecordIOReader(rec) as reader:
+    with pytest.raises(ValueError, match="outside the file"):
+      reader.read_at(10_000)
+    with pytest.raises(ValueError, match="continuation part"):
+      reader.read_at(12)  # the second part of the split record
+
+
+def test_read_idx_errors(tmp_path):
+  idx = tmp_path / "t.idx"
+  idx.write_text("0\t0\n1 x\n")
+  with pytest.raises(ValueError, match="line 2"):
+    recordio.read_idx(str(idx))
+  idx.write_text("0\t0\n5\t8\n5\t16\n")
+  with pytest.raises(ValueError, match="key 5 appears more than once"):
+    recordio.read_idx(str(idx))

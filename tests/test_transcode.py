@@ -1,0 +1,248 @@
+"""rec -> sharded TFRecords: CRC, Example bytes, tf.data, shuffling, resume, bad input."""
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_crc
+
+from tfface.data import crc32c
+from tfface.data import insightface
+from tfface.data import recordio
+from tfface.data import schema
+from tfface.data import shard_writer
+from tfface.data import synthetic
+from tfface.data import tfrecord_io
+from tfface.data import transcode
+
+SPEC = {
+    schema.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+    schema.FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
+    schema.FEATURE_KEY: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+@pytest.fixture(scope="module")
+def rec_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("synth")
+  synthetic.generate(str(path), num_identities=8, images_per_identity=6, num_pairs=20,
+                     num_val_identities=3, val_images_per_identity=2)
+  return path
+
+
+def _copy(rec_dir, tmp_path):
+  target = tmp_path / "rec"
+  shutil.copytree(rec_dir, target)
+  return target
+
+
+def _read_with_tf(directory):
+  manifest = schema.load_manifest(str(directory))
+  dataset = tf.data.TFRecordDataset(manifest.shard_paths(str(directory)))
+  out = []
+  for batch in dataset.batch(64).map(lambda x: tf.io.parse_example(x, SPEC)):
+    out += zip(batch[schema.FEATURE_KEY].numpy().tolist(),
+               batch[schema.FEATURE_LABEL].numpy().tolist(),
+               batch[schema.FEATURE_IMAGE].numpy().tolist())
+  return manifest, out
+
+
+def test_crc32c_matches_references():
+  assert crc32c.crc32c_scalar(b"123456789") == 0xE3069283  # the CRC-32C check value
+  rng = np.random.default_rng(0)
+  messages = [rng.bytes(int(n)) for n in rng.integers(0, 2000, 60)] + [b"", b"ab", b"x" * 70000]
+  assert crc32c.crc32c_many(messages).tolist() == [tb_crc.crc32c(m) for m in messages]
+  assert crc32c.crc32c_many_numpy(messages).tolist() == [tb_crc.crc32c(m) for m in messages]
+  assert crc32c.masked_crc32c_many(messages[:20]).tolist() == [
+      tb_crc.masked_crc32c(m) for m in messages[:20]]
+
+
+@pytest.mark.parametrize("image, label, key", [
+    (b"", 0, 0), (b"\xff\xd8" * 100, 127, 128), (os.urandom(70000), 2**40, 5), (b"x", -1, 1)])
+def test_example_bytes_parse_with_protobuf(image, label, key):
+  data = tfrecord_io.encode_example(image, label, key)
+  feature = tf.train.Example.FromString(data).features.feature
+  assert feature[schema.FEATURE_IMAGE].bytes_list.value == [image]
+  assert feature[schema.FEATURE_LABEL].int64_list.value == [label]
+  assert feature[schema.FEATURE_KEY].int64_list.value == [key]
+  assert tfrecord_io.decode_example(data) == {
+      schema.FEATURE_IMAGE: image, schema.FEATURE_LABEL: label, schema.FEATURE_KEY: key}
+
+
+def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):
+  result = transcode.transcode(str(rec_dir), str(tmp_path / "out"), num_shards=4,
+                               num_workers=2, seed=3)
+  manifest, records = _read_with_tf(tmp_path / "out")
+  assert manifest == result.manifest and manifest.num_images == 48
+  assert (manifest.num_classes, manifest.image_size, manifest.seed) == (8, [112, 112], 3)
+  assert manifest.source["rec_size"] == os.path.getsize(rec_dir / "train.rec")
+  assert [s.file for s in manifest.shards] == [schema.shard_name(i, 4) for i in range(4)]
+  assert [s.num_records for s in manifest.shards] == [12, 12, 12, 12]
+  with insightface.InsightFaceRec(str(rec_dir)) as rec:
+    expected = {key: (label, image) for key, label, image in rec}
+  assert {k: (l, i) for k, l, i in records} == expected  # every image, bytes unchanged
+  keys = [k for k, _, _ in records]
+  assert keys != sorted(keys)  # globally shuffled, not in identity order
+  assert len({l for _, l, _ in records[:12]}) >= 5  # one shard mixes many identities
+  for shard in manifest.shards:
+    count, sha = tfrecord_io.digest(str(tmp_path / "out" / shard.file))
+    assert (count, sha) == (shard.num_records, shard.sha256)
+    assert len(list(tfrecord_io.iter_records(str(tmp_path / "out" / shard.file), True))) == count
+
+
+def test_same_output_for_any_worker_count_and_machine_split(rec_dir, tmp_path):
+  one = transcode.transcode(str(rec_dir), str(tmp_path / "a"), num_shards=5, num_workers=1)
+  part = transcode.transcode(str(rec_dir), str(tmp_path / "b"), num_shards=5, num_workers=1,
+                             worker_index=1, num_workers_total=2)
+  assert part.manifest is None and part.shards_written == [1, 3]
+  assert not (tmp_path / "b" / schema.MANIFEST_NAME).exists()
+  rest = transcode.transcode(str(rec_dir), str(tmp_path / "b"), num_shards=5, num_workers=2,
+                             worker_index=0, num_workers_total=2)
+  assert rest.shards_written == [0, 2, 4]
+  assert rest.manifest.shards == one.manifest.shards  # same bytes, same sha256
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, monkeypatch):
+  full = transcode.transcode(str(rec_dir), str(tmp_path / "full"), num_shards=4, num_workers=1)
+  out = tmp_path / "crash"
+  real_write = tfrecord_io.TFRecordWriter.write
+  written = []
+
+  def failing_write(self, record):
+    written.append(1)
+    if len(written) == 30:  # in the middle of the third shard
+      raise KeyboardInterrupt("killed")
+    real_write(self, record)
+
+  monkeypatch.setattr(tfrecord_io.TFRecordWriter, "write", failing_write)
+  with pytest.raises(KeyboardInterrupt):
+    transcode.transcode(str(rec_dir), str(out), num_shards=4, num_workers=1)
+  monkeypatch.undo()
+  names = sorted(os.listdir(out))
+  assert names == [".rec2tfrecord", schema.shard_name(0, 4), schema.shard_name(1, 4)]
+  (out / (schema.shard_name(2, 4) + ".tmp-999")).write_bytes(b"left by a killed worker")
+  resumed = transcode.transcode(str(rec_dir), str(out), num_shards=4, num_workers=1)
+  assert resumed.shards_kept == [0, 1] and resumed.shards_written == [2, 3]
+  assert resumed.manifest == full.manifest
+  assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "full"))
+
+
+def test_resume_refuses_a_different_plan(rec_dir, tmp_path):
+  transcode.transcode(str(rec_dir), str(tmp_path), num_shards=4, num_workers=1, seed=0)
+  with pytest.raises(ValueError, match="different transcode.*seed"):
+    transcode.transcode(str(rec_dir), str(tmp_path), num_shards=4, num_workers=1, seed=1)
+  again = transcode.transcode(str(rec_dir), str(tmp_path), num_shards=2, num_workers=1,
+                              seed=1, resume=False)
+  assert len(again.manifest.shards) == 2
+  assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".tfrecord")) == [
+      schema.shard_name(0, 2), schema.shard_name(1, 2)]
+
+
+def test_default_shard_count():
+  assert transcode.default_num_shards(10 << 20, 1000) == 16
+  assert transcode.default_num_shards(28 << 30, 5_000_000) == 224
+  assert transcode.default_num_shards(10 << 20, 5) == 5
+
+
+def _corrupt_and_check(rec, out, match):
+  with pytest.raises(ValueError, match=match):
+    transcode.transcode(str(rec), str(out), num_shards=4, num_workers=2)
+  left = os.listdir(out) if out.exists() else []
+  assert schema.MANIFEST_NAME not in left
+  assert not [n for n in left if ".tmp-" in n]
+
+
+def test_truncated_rec(rec_dir, tmp_path):
+  rec = _copy(rec_dir, tmp_path)
+  with insightface.InsightFaceRec(str(rec)) as view:
+    last_image = int(view.image_offsets()[-1])
+    last_record = int(view.offset_of(int(view.identity_keys[-1])))
+  os.truncate(rec / "train.rec", last_record + 10)  # inside the last record
+  _corrupt_and_check(rec, tmp_path / "out",
+                     rf"train.rec: truncated record at byte offset {last_record}")
+  os.truncate(rec / "train.rec", last_image + 100)  # the .idx now points past the end
+  _corrupt_and_check(rec, tmp_path / "out", "past the end .* the .rec is truncated")
+
+
+def test_bad_magic(rec_dir, tmp_path):
+  rec = _copy(rec_dir, tmp_path)
+  with insightface.InsightFaceRec(str(rec)) as view:
+    offset = int(view.offset_of(17))
+  with open(rec / "train.rec", "r+b") as f:
+    f.seek(offset)
+    f.write(b"JUNK")
+  _corrupt_and_check(rec, tmp_path / "out", rf"bad magic 0x4b4e554a at byte offset {offset}")
+
+
+def test_idx_of_another_rec(rec_dir, tmp_path):
+  rec = _copy(rec_dir, tmp_path)
+  keys, offsets = recordio.read_idx(str(rec / "train.idx"))
+  recordio.write_idx(str(rec / "train.idx"),
+                     [f"{k}\t{o + (4 if k == 9 else 0)}\n" for k, o in zip(keys, offsets)])
+  _corrupt_and_check(rec, tmp_path / "out", "not a RecordIO record boundary")
+
+
+def test_idx_past_the_end(rec_dir, tmp_path):
+  rec = _copy(rec_dir, tmp_path)
+  with open(rec / "train.idx", "a") as f:
+    f.write(f"123456\t{os.path.getsize(rec / 'train.rec') + 8}\n")
+  _corrupt_and_check(rec, tmp_path / "out", "key 123456 has byte offset .* past the end")
+
+
+def _rewrite_record(rec, key, header, payload):
+  """Rebuilds the .rec with one record replaced (offsets change: idx rewritten)."""
+  with insightface.InsightFaceRec(str(rec)) as view:
+    keys = view.index.keys.tolist()
+    records = [view.index.read_idx(k) for k in keys]
+  records[keys.index(key)] = recordio.pack_header(header, payload)
+  with recordio.RecordIOWriter(str(rec / "train.rec"), str(rec / "train.idx")) as writer:
+    for k, r in zip(keys, records):
+      writer.write(r, k)
+
+
+def test_payload_that_is_not_an_image(rec_dir, tmp_path):
+  rec = _copy(rec_dir, tmp_path)
+  _rewrite_record(rec, 20, recordio.IRHeader(0, 3, 20, 0), b"hello, not a jpeg")
+  _corrupt_and_check(rec, tmp_path / "out", r"key 20 at byte offset \d+: payload is not an image")
+
+
+def test_label_outside_property(rec_dir, tmp_path):
+  rec = _copy(rec_dir, tmp_path)
+  insightface.write_property(str(rec / "property"), 5)
+  _corrupt_and_check(rec, tmp_path / "out", r"label [5-7] is outside \[0, 5\) .*property")
+
+
+def test_identity_records_in_header_less_rec_are_skipped(tmp_path):
+  rec = tmp_path / "rec"
+  rec.mkdir()
+  with recordio.RecordIOWriter(str(rec / "train.rec"), str(rec / "train.idx")) as writer:
+    for key in range(6):
+      writer.write(recordio.pack_header(recordio.IRHeader(0, key % 2, key, 0), b"\xff\xd8\xff!"),
+                   key)
+    writer.write(recordio.pack_header(recordio.IRHeader(0, [0, 3], 6, 0)), 6)
+  result = transcode.transcode(str(rec), str(tmp_path / "out"), num_shards=2, num_workers=1)
+  assert result.manifest.num_images == 6 and result.manifest.num_classes == 2
+  assert result.manifest.source["layout"] == "header-less"
+
+
+def test_worker_error_leaves_no_complete_looking_shard(rec_dir, tmp_path):
+  with insightface.InsightFaceRec(str(rec_dir)) as view:
+    good = view.offset_of(1)
+  task = shard_writer.ShardTask(str(rec_dir / "train.rec"), str(tmp_path), 0, 1,
+                                np.array([1, 2]), np.array([good, good + 4]), None, "test")
+  with pytest.raises(ValueError, match=f"bad magic .* at byte offset {good + 4}"):
+    shard_writer.write_shard(task)
+  assert os.listdir(tmp_path) == []
+
+
+def test_tfrecord_digest_detects_truncation(tmp_path):
+  path = tmp_path / "x.tfrecord"
+  path.write_bytes(tfrecord_io.frame([b"abc", b"defg"]))
+  assert tfrecord_io.digest(str(path))[0] == 2
+  assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == [b"abc", b"defg"]
+  path.write_bytes(path.read_bytes()[:-3])
+  with pytest.raises(ValueError, match="truncated TFRecord"):
+    tfrecord_io.digest(str(path))
+  assert struct.unpack("<Q", path.read_bytes()[:8]) == (3,)

@@ -1,0 +1,106 @@
+"""`verify` on real models and `tools/verify.py` end to end (JSON, ROC PNGs, errors)."""
+import json
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_tool
+
+tf = pytest.importorskip("tensorflow")
+from tfface import evaluation  # noqa: E402
+from tfface.data import synthetic  # noqa: E402
+from tfface.data import verification_bin  # noqa: E402
+from tfface.evaluation import protocol  # noqa: E402
+from tfface.export import loading  # noqa: E402
+from tfface.models import build_backbone  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("workdir")
+  model = build_backbone("r18", embedding_size=128, units=(1, 1, 1, 1),
+                         widths=(16, 32, 64, 128), stem_width=16)
+  model.save(path / "backbone.keras")
+  return path
+
+
+@pytest.fixture(scope="module")
+def bins(tmp_path_factory):
+  """synth_val.bin from the synthetic faces, and tiny.bin with two 96x96 images."""
+  path = tmp_path_factory.mktemp("bins")
+  synthetic.generate(str(path), num_identities=1, images_per_identity=1, num_pairs=40,
+                     num_val_identities=4, val_images_per_identity=3)
+  rng = np.random.default_rng(0)
+  images = []
+  for i in range(40):
+    size = 96 if i in (5, 6) else 112
+    img = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (9, 9), 0)
+    images.append(cv2.imencode(".jpg", img)[1].tobytes())
+  verification_bin.write_bin(str(path / "tiny.bin"), images, [i % 2 == 0 for i in range(20)])
+  return path / "synth_val.bin", path / "tiny.bin"
+
+
+def test_verify_is_the_protocol_on_flip_sums(workdir, bins):
+  model = loading.load_embedding_model(str(workdir))
+  vbin = verification_bin.load_bin(str(bins[0]))
+  images = evaluation.decode_bin_images(vbin)
+  result = evaluation.verify(model.keras_model, vbin, batch_size=7, images=images)
+  # By hand: RGB decode, raw embeddings of image and mirror, sum, normalize.
+  keras_model = model.keras_model
+  rgb = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), 1),
+                               cv2.COLOR_BGR2RGB) for b in vbin.images])
+  np.testing.assert_array_equal(images, rgb)
+  raw = keras_model(rgb.astype("float32")).numpy()
+  raw_flip = keras_model(rgb[:, :, ::-1].astype("float32")).numpy()
+  summed = raw + raw_flip
+  expected = protocol.evaluate_embeddings(
+      summed / np.linalg.norm(summed, axis=1, keepdims=True), vbin.issame)
+  assert result.accuracy_flip_mean == pytest.approx(expected["accuracy_mean"], abs=1e-6)
+  np.testing.assert_allclose(result.distances, expected["distances"], atol=1e-5)
+  norms = np.linalg.norm(np.concatenate([raw, raw_flip]), axis=1)
+  assert result.xnorm == pytest.approx(norms.mean(), rel=1e-5)
+  assert result.num_pairs == 40 and result.name == "synth_val"
+  # The same numbers through the EmbeddingModel wrapper and a fresh decode.
+  again = evaluation.verify(model, vbin, batch_size=64)
+  assert again.accuracy_flip_mean == pytest.approx(result.accuracy_flip_mean, abs=1e-6)
+  assert again.xnorm == pytest.approx(result.xnorm, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_verify_tool(workdir, bins, tmp_path):
+  out_json = tmp_path / "out" / "verify.json"
+  roc_dir = tmp_path / "roc"
+  proc = run_tool("verify", f"--model={workdir}", f"--bins={bins[0]},{bins[1]}",
+                  "--batch_size=16", f"--output_json={out_json}", f"--roc_dir={roc_dir}")
+  assert "acc-flip" in proc.stdout and "synth_val" in proc.stdout
+  assert "2 of 40 images are not 112x112" in proc.stderr
+  results = json.loads(out_json.read_text())
+  assert sorted(results) == ["synth_val", "tiny"]
+  model = loading.load_embedding_model(str(workdir))
+  for path in bins:
+    vbin = verification_bin.load_bin(str(path))
+    expected = evaluation.verify(model, vbin, batch_size=16).as_dict()
+    got = results[vbin.name]
+    for key in ("accuracy_flip_mean", "accuracy_flip_std", "best_threshold",
+                "val_far_1e-3", "num_pairs", "tar_far_1e-3"):
+      assert got[key] == pytest.approx(expected[key], abs=1e-6), (vbin.name, key)
+    assert got["xnorm"] == pytest.approx(expected["xnorm"], rel=1e-5)
+    png = (roc_dir / f"{vbin.name}_roc.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), 1).shape[2] == 3
+
+
+def test_verify_tool_refuses_unsafe_bin(tmp_path):
+  class Evil:
+    def __reduce__(self):
+      return (print, ("owned",))
+
+  bad = tmp_path / "evil.bin"
+  bad.write_bytes(pickle.dumps(([Evil()], [True])))
+  proc = run_tool("verify", f"--model={tmp_path}", f"--bins={bad}", check=False)
+  assert proc.returncode == 1
+  assert "error:" in proc.stderr and "evil.bin" in proc.stderr and "refusing" in proc.stderr
+  assert "owned" not in proc.stdout
+  assert not (tmp_path / "verify.json").exists()

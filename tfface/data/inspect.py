@@ -1,0 +1,118 @@
+"""Human-readable summaries of what a dataset path holds (`inspect_data`).
+
+Recognizes a `.rec` directory (or a `.rec` file), a TFRecord directory written
+by `rec2tfrecord` (or a single `.tfrecord` file), and a verification `.bin`.
+"""
+import os
+
+import cv2
+import numpy as np
+
+from tfface.data import insightface
+from tfface.data import schema
+from tfface.data import tfrecord_io
+from tfface.data import verification_bin
+
+_SAMPLES = 3
+
+
+def _image_shape(data: bytes) -> str:
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+  if image is None:
+    return "undecodable"
+  return "x".join(str(d) for d in image.shape)
+
+
+def describe(path: str) -> str:
+  """Returns a multi-line description of the dataset at `path`.
+
+  Raises:
+    ValueError: `path` is none of the known kinds.
+  """
+  if os.path.isdir(path):
+    if os.path.exists(os.path.join(path, schema.MANIFEST_NAME)):
+      return describe_tfrecord_dir(path)
+    if os.path.exists(os.path.join(path, "train.rec")):
+      return describe_rec(path)
+    if tfrecord_io.tfrecord_files(path):
+      return "\n".join(describe_tfrecord_file(p) for p in tfrecord_io.tfrecord_files(path))
+  elif path.endswith(".rec"):
+    idx = path[:-4] + ".idx"
+    return describe_rec((path, idx if os.path.exists(idx) else None))
+  elif path.endswith(".bin"):
+    return describe_bin(path)
+  elif path.endswith(".tfrecord"):
+    return describe_tfrecord_file(path)
+  raise ValueError(f"{path}: not a .rec directory, a TFRecord directory (manifest.json), "
+                   "a .tfrecord file or a verification .bin")
+
+
+def describe_rec(source) -> str:
+  with insightface.InsightFaceRec(source) as rec:
+    lines = [rec.describe()]
+    if rec.property:
+      p = rec.property
+      lines.append(f"  property: {p.num_classes} classes, {p.height}x{p.width}")
+    if rec.has_header:
+      lines.append(f"  image keys 1..{rec.num_images}, identity records "
+                   f"{rec.identity_keys[0] if len(rec.identity_keys) else '-'}.."
+                   f"{rec.identity_keys[-1] if len(rec.identity_keys) else '-'}")
+    for note in rec.notes:
+      lines.append(f"  note: {note}")
+    for key in rec.image_keys[:_SAMPLES].tolist():
+      label, image = rec.read(key)
+      lines.append(f"  sample key {key}: label {label}, {len(image)} bytes, "
+                   f"image {_image_shape(image)}")
+  return "\n".join(lines)
+
+
+def describe_tfrecord_dir(directory: str) -> str:
+  manifest = schema.load_manifest(directory)
+  sizes = [os.path.getsize(p) for p in manifest.shard_paths(directory) if os.path.exists(p)]
+  missing = len(manifest.shards) - len(sizes)
+  counts = [s.num_records for s in manifest.shards]
+  lines = [
+      f"{directory}: {manifest.num_images} images, {manifest.num_classes} classes, "
+      f"{len(manifest.shards)} shards ({sum(sizes) / 1e6:.1f} MB, "
+      f"{min(counts)}-{max(counts)} records each), image size {manifest.image_size}, "
+      f"seed {manifest.seed}",
+      f"  source: {manifest.source.get('rec_dir')} ({manifest.source.get('layout')}, "
+      f"{manifest.source.get('rec_size')} bytes)",
+  ]
+  if missing:
+    lines.append(f"  WARNING: {missing} shard files listed in the manifest are missing")
+  lines += _tfrecord_samples(manifest.shard_paths(directory)[0])
+  return "\n".join(lines)
+
+
+def describe_tfrecord_file(path: str) -> str:
+  count, _ = tfrecord_io.digest(path)
+  return "\n".join([f"{path}: {count} records"] + _tfrecord_samples(path))
+
+
+def _tfrecord_samples(path: str) -> list[str]:
+  lines = []
+  for i, record in enumerate(tfrecord_io.iter_records(path, check_crc=True)):
+    if i == _SAMPLES:
+      break
+    example = tfrecord_io.decode_example(record)
+    image = example.get(schema.FEATURE_IMAGE, b"")
+    lines.append(f"  sample {os.path.basename(path)}[{i}]: label "
+                 f"{example.get(schema.FEATURE_LABEL)}, source key "
+                 f"{example.get(schema.FEATURE_KEY)}, {len(image)} bytes, image "
+                 f"{_image_shape(image)}")
+  return lines
+
+
+def describe_bin(path: str) -> str:
+  vbin = verification_bin.load_bin(path)
+  same = int(vbin.issame.sum())
+  lines = [f"{path}: {vbin.num_pairs} pairs ({same} same, {vbin.num_pairs - same} "
+           f"different), {len(vbin.images)} images, {os.path.getsize(path) / 1e6:.1f} MB"]
+  if vbin.num_pairs % 10 == 0:
+    folds = vbin.issame.reshape(10, -1).sum(axis=1)
+    lines.append(f"  same pairs per fold (10 folds): {folds.tolist()}")
+  for i in range(min(_SAMPLES, vbin.num_pairs)):
+    lines.append(f"  pair {i}: issame={bool(vbin.issame[i])}, images "
+                 f"{_image_shape(vbin.images[2 * i])} / {_image_shape(vbin.images[2 * i + 1])}")
+  return "\n".join(lines)

@@ -1,0 +1,263 @@
+"""tf.data training input from the TFRecord shards that `rec2tfrecord` writes.
+
+The pipeline reads `manifest.json`, shuffles and interleaves the shard files,
+shuffles records, parses them in batches, decodes each image to RGB uint8,
+batches with `drop_remainder` and flips a random half of every batch
+horizontally. Images stay uint8: models normalize inside the graph, so the
+exported model takes raw pixels exactly like InsightFace's.
+
+InsightFace's JPEGs were encoded by OpenCV from BGR arrays, so decoding them
+with an RGB decoder (`tf.io.decode_image`) yields the right colours.
+
+Bad data never crashes an epoch: a record whose image does not decode (or
+decodes to the wrong size) is dropped and counted in `DecodeStats`, which the
+trainer logs. A label outside `[0, num_classes)` stops the input with an
+error naming the directory and the record's source key (`LABEL_ERROR`).
+
+`distributed_dataset` feeds a `tf.distribute` strategy: every input pipeline
+(one per worker) reads its own subset of the shard files and produces
+per-replica batches.
+"""
+import dataclasses
+
+import tensorflow as tf
+
+from tfface.data import sampler as sampler_lib
+from tfface.data import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+LABEL_ERROR = "labels outside [0, num_classes)"
+# Records parsed per `tf.io.parse_example` call: parsing in batches is several
+# times cheaper than one record at a time.
+_PARSE_BATCH = 256
+_FEATURES = {
+    schema.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
+    schema.FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
+    schema.FEATURE_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+}
+
+
+@dataclasses.dataclass
+class InputOptions:
+  """How the training input behaves; the defaults are the fast training mode.
+
+  Attributes:
+    shuffle: shuffle shard files and records (off only for tests that need
+      the exact file order).
+    shuffle_buffer: records in the record-level shuffle buffer. The transcode
+      already shuffled globally, so a few thousand suffice.
+    random_flip: flip a random half of each batch left-right (InsightFace's
+      only default augmentation).
+    deterministic: reproducible order (seeded shuffles, ordered interleave);
+      slower, for tests and exact resumption.
+    seed: seed of the shuffles and flips; None draws one.
+    images_per_identity: if set, batches are identity-balanced: P identities
+      x K = images_per_identity images (see `tfface.data.sampler`).
+    cycle_length: shard files read concurrently.
+  """
+
+  shuffle: bool = True
+  shuffle_buffer: int = 8192
+  random_flip: bool = True
+  deterministic: bool = False
+  seed: int | None = None
+  images_per_identity: int | None = None
+  cycle_length: int = 16
+
+
+class DecodeStats:
+  """Counts records dropped because their image did not decode to the expected shape.
+
+  The count lives in a host variable that the input pipeline updates, so the
+  trainer can log it without touching the data.
+  """
+
+  def __init__(self):
+    with tf.device("/cpu:0"):
+      self._skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                  name="skipped_records")
+
+  @property
+  def variable(self):
+    return self._skipped
+
+  @property
+  def skipped(self) -> int:
+    """Records dropped so far by the pipelines that share this object."""
+    return int(self._skipped.numpy())
+
+
+def check_shard_count(data_dir: str, num_shards: int, num_input_pipelines: int):
+  """Raises ValueError when the files cannot be split among the input pipelines."""
+  if num_shards < num_input_pipelines:
+    raise ValueError(
+        f"{data_dir}: {num_shards} shard files for {num_input_pipelines} input "
+        f"pipelines (one per worker); every pipeline reads whole files, so "
+        f"re-transcode with rec2tfrecord --num_shards={num_input_pipelines} or more")
+
+
+def _parse_batch(records, data_dir, num_classes):
+  """Parses a batch of serialized Examples; asserts labels are in range."""
+  parsed = tf.io.parse_example(records, _FEATURES)
+  labels, keys = parsed[schema.FEATURE_LABEL], parsed[schema.FEATURE_KEY]
+  if num_classes is not None:
+    bad = tf.logical_or(labels < 0, labels >= num_classes)
+    check = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [f"{data_dir}: {LABEL_ERROR}, num_classes={num_classes} from "
+         f"{schema.MANIFEST_NAME}; source keys and labels:",
+         tf.boolean_mask(keys, bad), tf.boolean_mask(labels, bad)], summarize=8)
+    with tf.control_dependencies([check]):
+      labels = tf.identity(labels)
+  return {"image": parsed[schema.FEATURE_IMAGE], "label": tf.cast(labels, tf.int32),
+          "key": keys}
+
+
+def _decoder(image_size, flip_seed):
+  height, width = image_size
+
+  def decode(seq, record):
+    # decode_image handles the PNG/GIF/BMP records some custom recs hold;
+    # ensure_shape turns a wrongly sized image into an error that drops it.
+    image = tf.io.decode_image(record["image"], channels=3, expand_animations=False)
+    image = tf.ensure_shape(image, [height, width, 3])
+    if flip_seed is not None:
+      # Keyed by the record's position in the stream: reproducible, and
+      # cheaper per image than a select over the whole batch.
+      image = tf.image.stateless_random_flip_left_right(
+          image, seed=tf.stack([tf.constant(flip_seed, tf.int64), seq]))
+    return seq, image, record["label"]
+
+  return decode
+
+
+def _count_gaps(stats):
+  """Counts dropped records from gaps in the sequence numbers that survive decoding.
+
+  The decode map is order-preserving, so after `ignore_errors` every missing
+  sequence number is exactly one dropped record.
+  """
+
+  def step(last_seq, element):
+    seq, image, label = element
+    gap = seq - last_seq - 1
+    if stats is not None:
+      update = stats.variable.assign_add(gap)
+      with tf.control_dependencies([update]):
+        seq = tf.identity(seq)
+    return seq, (image, label)
+
+  return step
+
+
+def build_dataset(data_dir, batch_size, options=None, input_context=None,
+                  image_size=None, num_classes=None, repeat=True, start_batch=0,
+                  stats=None, manifest=None):
+  """The training input of one pipeline: batches of uint8 RGB images and labels.
+
+  Args:
+    data_dir: directory with the TFRecord shards and `manifest.json`.
+    batch_size: images per batch (per replica when distributed).
+    options: `InputOptions`; the defaults are the fast training mode.
+    input_context: `tf.distribute.InputContext`; this pipeline then reads
+      only its share of the shard files.
+    image_size: `(height, width)`; defaults to the manifest's.
+    num_classes: labels must be in `[0, num_classes)`; defaults to the
+      manifest's.
+    repeat: cycle over the data forever (training) or read it once.
+    start_batch: batches already consumed by an interrupted run; in
+      deterministic mode they are skipped so that a resumed run sees the
+      data an uninterrupted one would have.
+    stats: optional `DecodeStats` that counts dropped records.
+    manifest: an already loaded `schema.Manifest` of `data_dir`.
+
+  Returns:
+    A `tf.data.Dataset` of `(images uint8 [batch, H, W, 3], labels int32 [batch])`.
+
+  Raises:
+    ValueError: no usable manifest, too few shard files for the input
+      pipelines, or an image size the manifest does not give.
+  """
+  options = options or InputOptions()
+  manifest = manifest or schema.load_manifest(data_dir)
+  files = manifest.shard_paths(data_dir)
+  num_classes = manifest.num_classes if num_classes is None else num_classes
+  image_size = tuple(image_size or manifest.image_size or ())
+  if len(image_size) != 2:
+    raise ValueError(f"{data_dir}/{schema.MANIFEST_NAME}: no image_size; pass image_size")
+  seed = options.seed
+  if seed is None:
+    seed = int(tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64))
+  if input_context is not None:
+    check_shard_count(data_dir, len(files), input_context.num_input_pipelines)
+    files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
+    # Each pipeline shuffles and flips with its own stream.
+    seed = seed + 7919 * input_context.input_pipeline_id
+
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if options.shuffle:
+    # Shuffle before repeat so that every epoch visits each file once.
+    ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.interleave(
+      lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
+      cycle_length=min(options.cycle_length, len(files)), block_length=1,
+      num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
+  if options.shuffle:
+    ds = ds.shuffle(options.shuffle_buffer, seed=seed + 1)
+  ds = ds.batch(_PARSE_BATCH).map(
+      lambda r: _parse_batch(r, data_dir, num_classes), num_parallel_calls=AUTOTUNE,
+      deterministic=options.deterministic).unbatch()
+  if options.images_per_identity:
+    ds = sampler_lib.identity_balanced(ds, options.images_per_identity)
+  if options.deterministic and start_batch:
+    ds = ds.skip(start_batch * batch_size)
+
+  # Sequence numbers let `_count_gaps` count exactly the records that
+  # `ignore_errors` drops; the decode map keeps order for the same reason.
+  start = start_batch * batch_size if options.deterministic else 0
+  flip_seed = seed + 2 if options.random_flip else None
+  ds = ds.enumerate(start=start).map(_decoder(image_size, flip_seed),
+                                     num_parallel_calls=AUTOTUNE,
+                                     deterministic=True).ignore_errors()
+  ds = ds.scan(tf.constant(start - 1, tf.int64), _count_gaps(stats))
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+  tf_options = tf.data.Options()
+  tf_options.deterministic = options.deterministic
+  # One thread per op: tf.data already runs many elements in parallel.
+  tf_options.threading.max_intra_op_parallelism = 1
+  return ds.with_options(tf_options)
+
+
+def distributed_dataset(strategy, data_dir, global_batch_size, options=None, **kwargs):
+  """`build_dataset` for every input pipeline of `strategy`, per-replica batches.
+
+  Args:
+    strategy: a `tf.distribute.Strategy`.
+    data_dir: the TFRecord directory.
+    global_batch_size: images per step over all replicas.
+    options: `InputOptions`.
+    **kwargs: passed to `build_dataset` (image_size, num_classes, stats, ...).
+
+  Returns:
+    A `tf.distribute.DistributedDataset`.
+
+  Raises:
+    ValueError: fewer shard files than input pipelines, or a global batch
+      that the replicas cannot share evenly.
+  """
+  replicas = strategy.num_replicas_in_sync
+  if global_batch_size % replicas:
+    raise ValueError(f"global batch {global_batch_size} does not split evenly over "
+                     f"{replicas} replicas")
+  manifest = kwargs.pop("manifest", None) or schema.load_manifest(data_dir)
+
+  def dataset_fn(input_context):
+    per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+    return build_dataset(data_dir, per_replica, options, input_context=input_context,
+                         manifest=manifest, **kwargs)
+
+  input_options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+  return strategy.distribute_datasets_from_function(dataset_fn, input_options)

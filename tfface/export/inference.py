@@ -1,0 +1,204 @@
+"""Embedding image files and comparing two faces: `tools/embed.py`, `tools/compare.py`.
+
+Embeddings are the verification form: the embedding of the image plus that of
+its horizontal flip, L2-normalized. Two faces are the same person when the
+squared distance between their embeddings (2 - 2 * cosine) is below the
+threshold, which defaults to the one stored with the model by the last
+verification (see `loading.EmbeddingModel.threshold`).
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from tfface.export import loading
+
+
+def _read_face(path, image_size, aligner):
+  """An RGB face of the model's input size from an image file.
+
+  Without an aligner the file must already be an aligned crop; other sizes
+  are resized like the verification loader. With an aligner the largest face
+  is detected and warped; None is returned when there is no face.
+  """
+  from tfface.align import folder  # pylint: disable=g-import-not-at-top
+  from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
+  if aligner is None:
+    with open(path, "rb") as f:
+      return verification.decode_image(f.read(), image_size, path)[0]
+  image = folder.read_rgb(path)
+  aligned = aligner.align(image)
+  if aligned.image is None:
+    return None
+  if aligned.image.shape[:2] != tuple(image_size):
+    raise ValueError(f"{path}: aligned to {aligned.image.shape[:2]}, but the model "
+                     f"expects {tuple(image_size)}")
+  return aligned.image
+
+
+def _aligner(align, image_size):
+  if not align:
+    return None
+  from tfface.align import detector  # pylint: disable=g-import-not-at-top
+  if image_size[0] != image_size[1]:
+    raise ValueError(f"--align makes square crops; the model expects {image_size}")
+  return detector.FaceAligner(image_size[0])
+
+
+@dataclasses.dataclass
+class EmbedReport:
+  """Files embedded (row order of the output) and files skipped without a face."""
+
+  files: list
+  no_face: list
+  output: str
+  files_list: str
+
+
+def files_list_path(output):
+  """The text file beside `output` listing one embedded file per row."""
+  return os.path.splitext(output)[0] + ".files.txt"
+
+
+def embed_files(model_path, input_path, output, align=False, batch_size=64):
+  """Embeds an image file or every image under a directory.
+
+  Args:
+    model_path: SavedModel export, training workdir or `.keras` file.
+    input_path: an image file, or a directory searched recursively.
+    output: `.npy` file for the float32 [n, D] unit-norm embeddings; the
+      embedded files (relative to a directory input) go to `files_list_path`.
+    align: detect and align faces with MTCNN first (for raw photos).
+    batch_size: images per forward pass.
+
+  Returns:
+    An `EmbedReport`.
+
+  Raises:
+    ValueError: no images, an unreadable image, or nothing left to embed.
+    OSError: `input_path` does not exist.
+  """
+  from tfface.align import folder  # pylint: disable=g-import-not-at-top
+  if os.path.isdir(input_path):
+    rel_paths = folder.list_images(input_path)
+    full = [os.path.join(input_path, p) for p in rel_paths]
+  elif os.path.isfile(input_path):
+    rel_paths, full = [os.path.basename(input_path)], [input_path]
+  else:
+    raise OSError(f"{input_path}: no such file or directory")
+  if not full:
+    raise ValueError(f"{input_path}: no image files ({', '.join(folder.IMAGE_EXTENSIONS)})")
+  model = loading.load_embedding_model(model_path)
+  aligner = _aligner(align, model.image_size)
+  faces, kept, no_face = [], [], []
+  for rel, path in zip(rel_paths, full):
+    face = _read_face(path, model.image_size, aligner)
+    if face is None:
+      no_face.append(rel)
+    else:
+      faces.append(face)
+      kept.append(rel)
+  if not faces:
+    raise ValueError(f"{input_path}: no face found in any of {len(full)} images")
+  embeddings = model.embed(np.stack(faces), batch_size=batch_size)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  listing = files_list_path(output)
+  tmp = f"{output}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    np.save(f, embeddings)
+  with open(listing + ".tmp", "w") as f:
+    f.write("".join(p + "\n" for p in kept))
+  os.replace(listing + ".tmp", listing)
+  os.replace(tmp, output)
+  return EmbedReport(kept, no_face, output, listing)
+
+
+@dataclasses.dataclass
+class Comparison:
+  """The outcome of comparing two faces."""
+
+  cosine: float
+  distance: float
+  threshold: float
+  threshold_source: str
+  truth: bool = None  # the label, when the pair comes from a .bin
+
+  @property
+  def same(self):
+    return self.distance < self.threshold
+
+  def describe(self):
+    """The lines `tools/compare.py` prints."""
+    verdict = "same person" if self.same else "different people"
+    text = (f"cosine similarity: {self.cosine:.4f}\n"
+            f"squared distance:  {self.distance:.4f}\n"
+            f"threshold:         {self.threshold:.4f} ({self.threshold_source})\n"
+            f"verdict:           {verdict}")
+    if self.truth is not None:
+      text += f"\nground truth:      {'same person' if self.truth else 'different people'}"
+    return text
+
+
+def _compare_faces(model, faces, threshold):
+  a, b = model.embed(np.stack(faces)).astype(np.float64)
+  if threshold is not None:
+    source = "given"
+  elif model.metadata.get("threshold") is not None:
+    target = model.metadata.get("threshold_target")
+    source = f"verification on {target}" if target else "stored with the model"
+  else:
+    source = f"default {loading.DEFAULT_THRESHOLD}, no verification result stored"
+  value = float(threshold) if threshold is not None else model.threshold
+  return Comparison(float(np.dot(a, b)), float(np.sum((a - b) ** 2)), value, source)
+
+
+def compare_images(model_path, image1=None, image2=None, align=False, threshold=None,
+                   bin_path=None, pair=None):
+  """Compares the faces in two image files, or pair `pair` of a `.bin`.
+
+  Args:
+    model_path: SavedModel export, training workdir or `.keras` file.
+    image1: first image file (unless `bin_path`).
+    image2: second image file (unless `bin_path`).
+    align: detect and align faces with MTCNN first.
+    threshold: squared-distance threshold; default: stored with the model.
+    bin_path: a verification `.bin` to take the two images from instead.
+    pair: index of the pair in `bin_path` (negative counts from the end).
+
+  Returns:
+    A `Comparison` (with `truth` set for a `.bin` pair).
+
+  Raises:
+    ValueError: an image cannot be read or (with `align`) has no face, or
+      the pair index is out of range.
+    OSError: an image file does not exist.
+  """
+  from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
+  if bin_path is not None:
+    from tfface.data import verification_bin  # pylint: disable=g-import-not-at-top
+    vbin = verification_bin.load_bin(bin_path)
+    if pair is None or not -vbin.num_pairs <= pair < vbin.num_pairs:
+      raise ValueError(f"{bin_path}: pair {pair} out of range; the file has "
+                       f"{vbin.num_pairs} pairs")
+    index = pair % vbin.num_pairs
+    model = loading.load_embedding_model(model_path)
+    faces = [verification.decode_image(vbin.images[2 * index + k], model.image_size,
+                                       f"{bin_path}: image {2 * index + k}")[0]
+             for k in (0, 1)]
+    result = _compare_faces(model, faces, threshold)
+    result.truth = bool(vbin.issame[index])
+    return result
+  if image1 is None or image2 is None:
+    raise ValueError("give two image files, or a .bin and a pair index")
+  for path in (image1, image2):
+    if not os.path.isfile(path):
+      raise OSError(f"{path}: no such file")
+  model = loading.load_embedding_model(model_path)
+  aligner = _aligner(align, model.image_size)
+  faces = []
+  for path in (image1, image2):
+    face = _read_face(path, model.image_size, aligner)
+    if face is None:
+      raise ValueError(f"{path}: no face found")
+    faces.append(face)
+  return _compare_faces(model, faces, threshold)

@@ -1,0 +1,177 @@
+"""Checkpoints that survive a kill, the exported backbone, and `--pretrained` loading.
+
+Workdir layout (other tools rely on it):
+
+* `ckpt/`: `tf.train.CheckpointManager` files holding the backbone, the head
+  and the optimizer (whose `iterations` is the step counter, and whose
+  schedule is a function of it, so a restored run has the same learning
+  rate). TensorFlow writes the data files first and the `checkpoint` index
+  last, so a run killed mid-save restarts from the previous checkpoint.
+* `backbone.keras`: the backbone alone (raw RGB pixels in, un-normalized
+  embedding out), rewritten atomically at every checkpoint;
+  `best_backbone.keras` likewise for the best verification result.
+
+Only the chief writes. Under MultiWorkerMirroredStrategy every worker still
+runs the save (its variables may need the collective reads), the others into
+a private temporary directory that is deleted right away.
+"""
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_LOG = logging.getLogger(__name__)
+CKPT_DIR = "ckpt"
+BACKBONE = "backbone.keras"
+BEST_BACKBONE = "best_backbone.keras"
+CONFIG = "config.json"
+
+
+def save_keras_atomically(model, path: str):
+  """Saves `model` to `path` via a temporary file in the same directory and a rename."""
+  directory, name = os.path.split(os.path.abspath(path))
+  # Keras insists on the .keras suffix, so the temporary name keeps it.
+  tmp = os.path.join(directory, f".{name[:-len('.keras')]}.tmp-{os.getpid()}.keras")
+  try:
+    model.save(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json_atomically(path: str, data):
+  """Writes JSON through a temporary file and a rename."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+class Checkpointer:
+  """Saves and restores the training state of a workdir.
+
+  Args:
+    workdir: the run's directory.
+    backbone: the backbone model.
+    head: the classification head layer (None for triplet training).
+    optimizer: the (already built) optimizer.
+    is_chief: whether this process writes to `workdir`.
+    max_to_keep: checkpoints kept in `ckpt/`.
+  """
+
+  def __init__(self, workdir, backbone, head, optimizer, is_chief=True, max_to_keep=3):
+    self.workdir = workdir
+    self.backbone = backbone
+    self.is_chief = is_chief
+    objects = {"backbone": backbone, "optimizer": optimizer}
+    if head is not None:
+      objects["head"] = head
+    self.checkpoint = tf.train.Checkpoint(**objects)
+    self.directory = os.path.join(workdir, CKPT_DIR)
+    self._scratch = None
+    if not is_chief:
+      self._scratch = tempfile.mkdtemp(prefix="tfface-worker-ckpt-")
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, self.directory if is_chief else self._scratch,
+        max_to_keep=max_to_keep)
+
+  @property
+  def latest(self):
+    """Path prefix of the newest checkpoint in `workdir/ckpt`, or None."""
+    return tf.train.latest_checkpoint(self.directory)
+
+  def restore_latest(self):
+    """Restores the newest checkpoint of the workdir; returns its path or None."""
+    path = self.latest
+    if path:
+      # Every tracked object exists already, so anything unmatched is an error.
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+    return path
+
+  def save(self, step: int):
+    """Writes checkpoint `step` and `backbone.keras` (chief), or a throwaway copy."""
+    path = self.manager.save(checkpoint_number=step)
+    if self.is_chief:
+      save_keras_atomically(self.backbone, os.path.join(self.workdir, BACKBONE))
+    else:
+      shutil.rmtree(self._scratch, ignore_errors=True)
+      os.makedirs(self._scratch, exist_ok=True)
+    return path
+
+  def save_best(self):
+    """Writes `best_backbone.keras` (chief only)."""
+    if self.is_chief:
+      save_keras_atomically(self.backbone, os.path.join(self.workdir, BEST_BACKBONE))
+
+  def close(self):
+    if self._scratch:
+      shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _backbone_from_checkpoint(prefix, backbone):
+  status = tf.train.Checkpoint(backbone=backbone).read(prefix)
+  # Head and optimizer values stay unread; every backbone weight must match.
+  status.assert_existing_objects_matched()
+  status.expect_partial()
+
+
+def load_pretrained(path: str, backbone):
+  """Copies pretrained backbone weights into `backbone` (built for the new run).
+
+  Args:
+    path: a workdir (uses its `backbone.keras`), a `.keras` file, a
+      checkpoint directory (`WORKDIR/ckpt`) or a checkpoint prefix
+      (`WORKDIR/ckpt/ckpt-2000`).
+    backbone: the freshly built backbone of the new run; the head is never
+      loaded, so the new run can have any number of identities.
+
+  Returns:
+    A description of what was loaded, for the log.
+
+  Raises:
+    FileNotFoundError: nothing loadable at `path`.
+    ValueError: the pretrained backbone has a different architecture.
+  """
+  if os.path.isdir(path) and os.path.isfile(os.path.join(path, BACKBONE)):
+    path = os.path.join(path, BACKBONE)
+  if path.endswith(".keras"):
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{path}: no such .keras file (--pretrained)")
+    import tfface  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    source = keras.saving.load_model(path, compile=False)
+    _copy_weights(source, backbone, path)
+    return f"backbone weights from {path}"
+  prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+  if prefix is None and os.path.isdir(os.path.join(path, CKPT_DIR)):
+    prefix = tf.train.latest_checkpoint(os.path.join(path, CKPT_DIR))
+  if not prefix or not tf.io.gfile.exists(prefix + ".index"):
+    raise FileNotFoundError(
+        f"{path}: not a workdir with {BACKBONE}, a .keras file or a checkpoint "
+        "(--pretrained)")
+  try:
+    _backbone_from_checkpoint(prefix, backbone)
+  except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+    raise ValueError(f"{prefix}: its backbone does not fit the --network of this run "
+                     f"({e})") from e
+  return f"backbone weights from checkpoint {prefix}"
+
+
+def _copy_weights(source, target, path):
+  src, dst = source.weights, target.weights
+  shapes_src = [tuple(w.shape) for w in src]
+  shapes_dst = [tuple(w.shape) for w in dst]
+  if shapes_src != shapes_dst:
+    raise ValueError(
+        f"{path}: pretrained backbone {source.name!r} ({len(src)} weights) does not "
+        f"match the {target.name!r} backbone of this run ({len(dst)} weights); check "
+        "--network and the backbone overrides")
+  for s, d in zip(src, dst):
+    d.assign(np.asarray(s.numpy(), dtype=d.dtype))

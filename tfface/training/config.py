@@ -1,0 +1,182 @@
+"""The training configuration: every field, its default, and how flags change it.
+
+A run is described by one `ml_collections.ConfigDict`. `base_config()` holds
+every field with InsightFace's recipe as the default; `configs/*.py` start
+from it and change a few fields; `tools/train.py` then applies the seed's
+shortcut flags (`--network`, `--loss`, `--dataset`, ...) with
+`apply_shortcuts`, and `--config.FIELD=VALUE` overrides win over both.
+
+Learning rate: `base_lr` is the rate for a global batch of `reference_batch`
+(0.1 for 512, the paper's recipe) and is scaled linearly with the actual
+global batch (`learning_rate`). `lr`, set by `--lr`, is an absolute rate used
+as given, like InsightFace's `--lr`.
+"""
+import math
+
+import ml_collections
+from ml_collections import config_dict
+
+from tfface.training import datasets
+
+LOSSES = ("arcface", "cosface", "combined", "softmax", "triplet")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+SCHEDULES = ("step", "polynomial", "constant")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field of a training config, with InsightFace's r100 ArcFace emore recipe."""
+  c = ml_collections.ConfigDict()
+  c.network = "r100"
+  c.backbone = ml_collections.ConfigDict({
+      "embedding_size": 512,
+      "dropout": 0.0,
+      # Passed to `build_backbone` (units, widths, stem_width, ...); cleared
+      # when `--network` names another backbone.
+      "overrides": ml_collections.ConfigDict(),
+  })
+  c.loss = "arcface"
+  c.head = ml_collections.ConfigDict({
+      "s": 64.0,
+      # None: the recipe's margin for `loss` (see tfface.models.HEAD_MARGINS).
+      "m1": config_dict.placeholder(float),
+      "m2": config_dict.placeholder(float),
+      "m3": config_dict.placeholder(float),
+      "easy_margin": False,
+  })
+  c.triplet = ml_collections.ConfigDict({
+      "margin": 0.3,  # InsightFace's triplet_alpha
+      "images_per_identity": 5,
+      "mining": "batch_hard",
+  })
+
+  c.dataset = "emore"
+  c.data_dir = ""
+  c.val_dir = ""
+  c.val_targets = ()  # names looked up as VAL_DIR/NAME.bin
+  c.val_bins = ""  # comma-separated .bin paths; overrides val_targets
+  c.num_classes = config_dict.placeholder(int)  # None: from manifest.json
+  c.input = ml_collections.ConfigDict({
+      "shuffle_buffer": 8192,
+      "random_flip": True,
+      "deterministic": False,
+      "shuffle": True,
+  })
+
+  c.batch_size = 128  # per replica, as InsightFace's per_batch_size
+  c.reference_batch = 512
+  c.base_lr = 0.1  # at a global batch of reference_batch
+  c.lr = config_dict.placeholder(float)  # absolute; overrides base_lr scaling
+  c.momentum = 0.9
+  c.weight_decay = 5e-4  # coupled (MXNet/PyTorch), added to the loss
+  c.clip_norm = config_dict.placeholder(float)  # global gradient norm
+  c.schedule = ml_collections.ConfigDict({
+      "kind": "step",
+      # Fractions of total_steps: the paper's 100k and 160k of 180k.
+      "decay_at": (100_000 / 180_000, 160_000 / 180_000),
+      "decay_factor": 0.1,
+      "power": 2.0,  # polynomial decay
+      "warmup_fraction": 0.0,
+  })
+  c.total_steps = config_dict.placeholder(int)  # None: epochs over the manifest
+  # The paper's 180k steps of 512 images over MS1MV2's 5,822,653 images.
+  c.epochs = 180_000 * 512 / 5_822_653
+
+  c.pretrained = ""
+  c.freeze_backbone_steps = 0
+  c.checkpoint_every = 2000
+  c.verify_every = 2000
+  c.verify_batch_size = 64
+  c.keep_checkpoints = 3
+  c.log_every = 50
+  c.seed = 0
+  c.strategy = "auto"
+  c.cpu_replicas = 0
+  c.mixed_precision = False
+  datasets.apply_dataset(c, "emore")
+  return c
+
+
+def apply_shortcuts(config, overrides=None, **shortcuts):
+  """Applies the seed's shortcut flags, then re-applies `--config.*` overrides.
+
+  Args:
+    config: the ConfigDict loaded from `--config` (modified in place).
+    overrides: dict `{"dotted.field": value}` of `--config.*` flags, which
+      take precedence over the shortcuts.
+    **shortcuts: values of `dataset`, `network`, `loss`, `lr`, `data_dir`,
+      `val_bins`, `batch_size`, `total_steps`, `checkpoint_every`,
+      `verify_every`, `strategy`, `cpu_replicas`, `mixed_precision`,
+      `pretrained`; None leaves the field alone.
+
+  Returns:
+    The same ConfigDict.
+
+  Raises:
+    ValueError: an unknown dataset, loss or strategy name.
+  """
+  given = {k: v for k, v in shortcuts.items() if v is not None}
+  if "dataset" in given:
+    datasets.apply_dataset(config, given.pop("dataset"))
+  if "network" in given:
+    network = given.pop("network").lower()
+    if network != config.network:
+      config.backbone.overrides = ml_collections.ConfigDict()
+    config.network = network
+  if "loss" in given:
+    loss = given.pop("loss").lower()
+    if loss != config.loss:
+      # Margins tuned for one loss mean something else for another.
+      config.head.m1 = config.head.m2 = config.head.m3 = None
+    config.loss = loss
+  for name, value in given.items():
+    if name not in config:
+      raise ValueError(f"unknown shortcut {name!r}")
+    config[name] = value
+  for dotted, value in (overrides or {}).items():
+    _set_dotted(config, dotted, value)
+  validate(config)
+  return config
+
+
+def _set_dotted(config, dotted, value):
+  *parents, leaf = dotted.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+
+
+def validate(config):
+  """Raises ValueError for names and values no run can use."""
+  if config.loss not in LOSSES:
+    raise ValueError(f"unknown loss {config.loss!r}; expected one of {list(LOSSES)}")
+  if config.strategy not in STRATEGIES:
+    raise ValueError(f"unknown strategy {config.strategy!r}; expected one of "
+                     f"{list(STRATEGIES)}")
+  if config.schedule.kind not in SCHEDULES:
+    raise ValueError(f"unknown schedule {config.schedule.kind!r}; expected one of "
+                     f"{list(SCHEDULES)}")
+  for name in ("batch_size", "checkpoint_every", "verify_every", "log_every"):
+    if config[name] < 1:
+      raise ValueError(f"{name} must be >= 1; got {config[name]}")
+  if config.total_steps is not None and config.total_steps < 1:
+    raise ValueError(f"total_steps must be >= 1; got {config.total_steps}")
+
+
+def learning_rate(config, global_batch: int) -> float:
+  """The peak learning rate: `--lr` as given, else `base_lr` scaled with the batch."""
+  if config.lr is not None:
+    return float(config.lr)
+  return config.base_lr * global_batch / config.reference_batch
+
+
+def total_steps(config, num_images: int, global_batch: int) -> int:
+  """`total_steps` if set, else enough steps for `epochs` passes over the data."""
+  if config.total_steps is not None:
+    return int(config.total_steps)
+  return max(1, math.ceil(config.epochs * num_images / global_batch))
+
+
+def default_workdir(config) -> str:
+  """`models/NETWORK-LOSS-DATASET`, the directory InsightFace's train.py used."""
+  return f"models/{config.network}-{config.loss}-{config.dataset}"

@@ -1,0 +1,148 @@
+"""What one training step computes: models, optimizer, loss and the per-replica update.
+
+The loss of a replica is its share of the global mean,
+`sum(per-example loss) / global_batch`, plus `1 / num_replicas` of the
+coupled weight-decay term, so that the gradients the optimizer sums over
+replicas are exactly the gradients of one big batch. Triplet loss is a mean
+over the replica's own mined triplets and is divided by `num_replicas`.
+
+Under mixed precision the backbone computes in float16 and the optimizer is a
+`keras.optimizers.LossScaleOptimizer`; embeddings, head and loss stay float32.
+"""
+import keras
+import tensorflow as tf
+
+from tfface import losses
+from tfface import models
+from tfface.training import schedules
+
+
+def head_options(config) -> dict:
+  """Keyword arguments for `build_head`: the scale plus any margin the config sets."""
+  options = {"s": float(config.head.s)}
+  for name in ("m1", "m2", "m3"):
+    if config.head[name] is not None:
+      options[name] = float(config.head[name])
+  if config.head.easy_margin:
+    options["easy_margin"] = True
+  return options
+
+
+def build_backbone(config, image_size):
+  """The backbone named by `config.network`, with the config's overrides."""
+  overrides = {k: tuple(v) if isinstance(v, list) else v
+               for k, v in config.backbone.overrides.to_dict().items()}
+  return models.build_backbone(
+      config.network, embedding_size=config.backbone.embedding_size,
+      input_shape=(*image_size, 3), dropout=config.backbone.dropout, **overrides)
+
+
+class FaceTask:
+  """Backbone, head and optimizer of a run, and its per-replica train step.
+
+  Build it inside `strategy.scope()`.
+
+  Args:
+    config: the run's ConfigDict.
+    num_classes: identities in the training data.
+    image_size: `(height, width)` of the training images.
+    global_batch: images per step over all replicas.
+    num_replicas: replicas in sync.
+    schedule: the learning-rate schedule (a function of the step).
+  """
+
+  def __init__(self, config, num_classes, image_size, global_batch, num_replicas,
+               schedule):
+    self.config = config
+    self.triplet = config.loss == "triplet"
+    self.global_batch = int(global_batch)
+    self.num_replicas = int(num_replicas)
+    self.backbone = build_backbone(config, image_size)
+    self.head = None
+    if not self.triplet:
+      self.head = models.build_head(config.loss, num_classes,
+                                    embedding_size=config.backbone.embedding_size,
+                                    **head_options(config))
+    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
+    self.mixed = config.mixed_precision
+    if self.mixed:
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    self.optimizer = optimizer
+    self.schedule = schedule
+    # Build the slots now, so that a checkpoint restores into them at once.
+    self.optimizer.build(self.variables(train_backbone=True))
+    self._decayed = {id(v) for v in losses.weight_decay_variables(*self.modules)}
+
+  @property
+  def modules(self):
+    return [m for m in (self.backbone, self.head) if m is not None]
+
+  def variables(self, train_backbone=True):
+    """Trainable variables of a step: all of them, or the head's only (frozen backbone)."""
+    modules = self.modules if train_backbone else [self.head]
+    return [v for m in modules for v in m.trainable_variables]
+
+  @property
+  def step(self):
+    """The optimizer's step counter (restored with the checkpoint)."""
+    return self.optimizer.iterations
+
+  def learning_rate(self):
+    return self.schedule(self.step)
+
+  def _loss(self, images, labels):
+    embeddings = self.backbone(images, training=True)
+    if self.triplet:
+      tc = self.config.triplet
+      loss = losses.triplet_loss(labels, embeddings, margin=tc.margin, mining=tc.mining)
+      return loss / self.num_replicas, tf.zeros([], tf.float32)
+    logits = self.head(embeddings, labels, training=True)
+    per_example = losses.softmax_cross_entropy(labels, logits)
+    # Training accuracy from the margin logits, as InsightFace reports it.
+    correct = tf.reduce_sum(tf.cast(
+        tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32))
+    return tf.reduce_sum(per_example) / self.global_batch, correct / self.global_batch
+
+  def replica_step(self, images, labels, train_backbone=True):
+    """One optimizer update on this replica's batch; returns its share of the metrics."""
+    labels = tf.cast(labels, tf.int32)
+    variables = self.variables(train_backbone)
+    decayed = [v for v in variables if id(v) in self._decayed]
+    with tf.GradientTape() as tape:
+      data_loss, accuracy = self._loss(images, labels)
+      decay = losses.l2_weight_decay(decayed, self.config.weight_decay)
+      total = data_loss + decay / self.num_replicas
+      scaled = self.optimizer.scale_loss(total) if self.mixed else total
+    grads = tape.gradient(scaled, variables)
+    grads = self._prepare_gradients(grads)
+    self.optimizer.apply(grads, variables)
+    return {"loss": data_loss, "accuracy": accuracy,
+            "weight_decay": decay / self.num_replicas}
+
+  def _prepare_gradients(self, grads):
+    """Clips by the global norm of the summed gradient when asked.
+
+    Keras sums gradients over replicas inside `apply` and, under a loss-scale
+    optimizer, checks them for Inf/NaN per replica first. Clipping needs the
+    norm of the sum, and the finiteness check must agree on all replicas,
+    so in those cases the sum is formed here and each replica passes on
+    `sum / num_replicas`, which `apply` sums back to the total.
+    """
+    clip = self.config.clip_norm
+    context = tf.distribute.get_replica_context()
+    needs_sum = self.num_replicas > 1 and (clip or self.mixed)
+    if needs_sum:
+      grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    if clip:
+      scale = self.optimizer.dynamic_scale if self.mixed else 1.0
+      grads, _ = tf.clip_by_global_norm(grads, clip * scale)
+    if needs_sum:
+      grads = [g / self.num_replicas for g in grads]
+    return grads
+
+
+def build_task(config, num_classes, image_size, global_batch, num_replicas,
+               total_steps, peak_lr):
+  """Builds the schedule and a `FaceTask` (call inside `strategy.scope()`)."""
+  schedule = schedules.from_config(config.schedule, peak_lr, total_steps)
+  return FaceTask(config, num_classes, image_size, global_batch, num_replicas, schedule)

@@ -1,0 +1,34 @@
+"""Sends face images to a TF Serving model and prints embeddings and similarities.
+
+  python tools/serving_client.py --server=localhost:8501 --model=face a.jpg b.jpg
+
+Uses the REST API (`/v1/models/NAME:predict`, images base64-encoded as
+`{"b64": ...}` under `image_bytes`); see docs/serving.md for the gRPC form.
+"""
+from absl import flags
+
+try:
+  from tfface_tools import _cli
+except ImportError:
+  import _cli
+
+_SERVER = flags.DEFINE_string("server", "localhost:8501", "TF Serving REST host:port.")
+_MODEL = flags.DEFINE_string("model", None, "Model name in TF Serving's config.")
+_VERSION = flags.DEFINE_integer("version", None, "Model version (default: newest).")
+flags.mark_flags_as_required(["model"])
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise ValueError("give at least one image file")
+  from tfface.export import rest_client  # pylint: disable=g-import-not-at-top
+  print(rest_client.query_and_describe(_SERVER.value, _MODEL.value, argv[1:],
+                                       _VERSION.value))
+
+
+def run():
+  _cli.run(main)
+
+
+if __name__ == "__main__":
+  run()
