@@ -4,11 +4,16 @@ Every tool run imports TensorFlow (through `tfface`), so the error paths that
 need no command-line wiring are checked in-process.
 """
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import TOOLS
 from conftest import run_tool
 from tfface.data import conversions
 from tfface.data import insightface
@@ -16,6 +21,7 @@ from tfface.data import inspect
 from tfface.data import pairs
 from tfface.data import schema
 from tfface.data import synthetic
+from tfface.data import transcode
 from tfface.data import verification_bin
 
 
@@ -97,3 +103,29 @@ def test_make_bin_from_lfw_pairs_and_plain_pairs(tmp_path):
   vbin = pairs.build_bin(str(tmp_path / "plain.txt"), str(tmp_path / "lfw"),
                          str(tmp_path / "p.bin"))
   assert vbin.issame.tolist() == [False] and vbin.images[0] == ann1
+
+
+@pytest.mark.slow
+def test_rec2tfrecord_killed_then_rerun_matches_an_uninterrupted_run(tmp_path):
+  synthetic.generate(str(tmp_path / "rec"), num_identities=6, images_per_identity=8,
+                     num_pairs=20, num_val_identities=2, val_images_per_identity=2)
+  args = [sys.executable, str(TOOLS / "rec2tfrecord.py"), f"--rec_dir={tmp_path / 'rec'}",
+          "--num_shards=48", "--num_workers=1", "--quiet"]
+  proc = subprocess.Popen(args + [f"--output_dir={tmp_path / 'killed'}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  state = tmp_path / "killed" / transcode.STATE_DIR
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline:
+    if state.exists() and len([n for n in os.listdir(state) if n.endswith(".json")]) >= 4:
+      proc.send_signal(signal.SIGKILL)  # mid-run: some shards done, one maybe half-written
+      break
+    time.sleep(0.005)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "finished before it could be killed"
+  assert not (tmp_path / "killed" / schema.MANIFEST_NAME).exists()
+  resumed = run_tool("rec2tfrecord", f"--rec_dir={tmp_path / 'rec'}",
+                     f"--output_dir={tmp_path / 'killed'}", "--num_shards=48", "--quiet")
+  assert "kept" in resumed.stdout and "(kept 0)" not in resumed.stdout
+  fresh = transcode.transcode(str(tmp_path / "rec"), str(tmp_path / "fresh"), num_shards=48)
+  assert schema.load_manifest(str(tmp_path / "killed")) == fresh.manifest
+  assert sorted(os.listdir(tmp_path / "killed")) == sorted(os.listdir(tmp_path / "fresh"))

@@ -109,27 +109,27 @@ def test_flip_tta_and_loading(workdir, tmp_path, images):
   raw = model(images.astype("float32")).numpy()
   raw_flip = model(images[:, :, ::-1].astype("float32")).numpy()
   base = tmp_path / "face"
-  export.export_saved_model(model, str(base), 1, metadata={"threshold": 1.1})
-  export.export_saved_model(model, str(base), 2, metadata={"threshold": 1.1})
+  # Versions sort as numbers, as TF Serving's do: 10 is newer than 9.
+  (base / "9").mkdir(parents=True)
+  (base / "9" / "saved_model.pb").write_bytes(b"")
+  export.export_saved_model(model, str(base), 10, metadata={"threshold": 1.1})
   with pytest.raises(ValueError, match="already exists"):
-    export.export_saved_model(model, str(base), 2, flip_tta=True)
-  export.export_saved_model(model, str(base), 2, flip_tta=True, overwrite=True,
+    export.export_saved_model(model, str(base), 10, flip_tta=True)
+  export.export_saved_model(model, str(base), 10, flip_tta=True, overwrite=True,
                             metadata={"threshold": 1.3})
-  assert sorted(os.listdir(base)) == ["1", "2"]
-  loaded = tf.saved_model.load(str(base / "2"))
-  emb = loaded.signatures["serve_images"](images=tf.constant(images))["embedding"].numpy()
-  np.testing.assert_allclose(emb, _normalize(raw + raw_flip), atol=1e-5)
+  assert sorted(os.listdir(base)) == ["10", "9"]
   # The model base resolves to its highest version, as TF Serving does, and
-  # the overwritten version carries the new metadata.
+  # the overwritten version carries the new metadata and the flip.
   latest = export.load_embedding_model(str(base))
-  assert latest.source.endswith("2") and latest.threshold == 1.3
+  assert latest.source.endswith("10") and latest.threshold == 1.3
+  serve = latest.saved_model.signatures["serve_images"]
+  emb = serve(images=tf.constant(images))["embedding"].numpy()
+  np.testing.assert_allclose(emb, _normalize(raw + raw_flip), atol=1e-5)
   np.testing.assert_allclose(latest(images), raw, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(latest.embed(images), _normalize(raw + raw_flip), atol=1e-5)
   from_workdir = export.load_embedding_model(str(workdir))
   assert from_workdir.threshold == THRESHOLD
   np.testing.assert_allclose(from_workdir(images), raw, rtol=1e-5, atol=1e-4)
-  keras_file = export.load_embedding_model(str(workdir / "backbone.keras"))
-  assert keras_file.threshold == export.DEFAULT_THRESHOLD
   with pytest.raises(ValueError, match="neither a SavedModel"):
     export.load_embedding_model(str(tmp_path))
 

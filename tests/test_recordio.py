@@ -78,6 +78,13 @@ def test_round_trip_with_index(tmp_path):
     for i in (150, 3, 77):
       assert reader.read_at(offsets[i]) == payloads[i]
   assert recordio.scan_offsets(rec).tolist() == offsets
+  with recordio.IndexedRecordIO(rec, idx) as indexed:
+    assert indexed.read_idx(22) == payloads[11]
+    assert [(k, p) for k, _, p in indexed] == [(i * 2, p) for i, p in enumerate(payloads)]
+    with pytest.raises(KeyError, match="t.idx: no record with key 3"):
+      indexed.read_idx(3)
+  with recordio.IndexedRecordIO(rec) as ordinal:  # no .idx: keys number the records
+    assert ordinal.keys.tolist() == list(range(200)) and ordinal.read_idx(11) == payloads[11]
 
 
 def test_writer_leaves_nothing_on_error(tmp_path):

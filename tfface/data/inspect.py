@@ -48,6 +48,7 @@ def describe(path: str) -> str:
 
 
 def describe_rec(source) -> str:
+  """The summary of a `.rec` dataset: counts, layout, notes, samples."""
   with insightface.InsightFaceRec(source) as rec:
     lines = [rec.describe()]
     if rec.property:
@@ -67,6 +68,7 @@ def describe_rec(source) -> str:
 
 
 def describe_tfrecord_dir(directory: str) -> str:
+  """The summary of a `rec2tfrecord` output directory."""
   manifest = schema.load_manifest(directory)
   sizes = [os.path.getsize(p) for p in manifest.shard_paths(directory) if os.path.exists(p)]
   missing = len(manifest.shards) - len(sizes)
@@ -86,6 +88,7 @@ def describe_tfrecord_dir(directory: str) -> str:
 
 
 def describe_tfrecord_file(path: str) -> str:
+  """Record count and samples of one `.tfrecord` file."""
   count, _ = tfrecord_io.digest(path)
   return "\n".join([f"{path}: {count} records"] + _tfrecord_samples(path))
 
@@ -105,6 +108,7 @@ def _tfrecord_samples(path: str) -> list[str]:
 
 
 def describe_bin(path: str) -> str:
+  """Pairs, folds and sample images of a verification `.bin`."""
   vbin = verification_bin.load_bin(path)
   same = int(vbin.issame.sum())
   lines = [f"{path}: {vbin.num_pairs} pairs ({same} same, {vbin.num_pairs - same} "

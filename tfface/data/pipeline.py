@@ -19,6 +19,7 @@ error naming the directory and the record's source key (`LABEL_ERROR`).
 per-replica batches.
 """
 import dataclasses
+import functools
 
 import tensorflow as tf
 
@@ -94,6 +95,35 @@ def check_shard_count(data_dir: str, num_shards: int, num_input_pipelines: int):
         f"{data_dir}: {num_shards} shard files for {num_input_pipelines} input "
         f"pipelines (one per worker); every pipeline reads whole files, so "
         f"re-transcode with rec2tfrecord --num_shards={num_input_pipelines} or more")
+
+
+def check_first_image(data_dir, manifest, image_size):
+  """Decodes the first record of the first shard and checks its size.
+
+  Wrongly sized images are dropped one by one during training; a whole
+  dataset of them would leave the input empty, so this is caught at start.
+
+  Raises:
+    ValueError: the image does not decode or is not `image_size`.
+  """
+  path = manifest.shard_paths(data_dir)[0]
+  for record in tf.data.TFRecordDataset(path).take(1):
+    parsed = tf.io.parse_single_example(record, _FEATURES)
+    key = int(parsed[schema.FEATURE_KEY])
+    try:
+      shape = tuple(tf.io.decode_image(parsed[schema.FEATURE_IMAGE], channels=3,
+                                       expand_animations=False).shape)
+    except tf.errors.InvalidArgumentError as e:
+      raise ValueError(f"{path}: the first record (source key {key}) does not "
+                       f"decode as an image ({e.message.splitlines()[0]})") from None
+    if shape[:2] != tuple(image_size):
+      raise ValueError(f"{path}: the first record (source key {key}) is "
+                       f"{shape[0]}x{shape[1]}, the model takes "
+                       f"{image_size[0]}x{image_size[1]}")
+
+
+def _read_file(path):
+  return tf.data.TFRecordDataset(path, buffer_size=1 << 20)
 
 
 def _parse_batch(records, data_dir, num_classes):
@@ -201,14 +231,13 @@ def build_dataset(data_dir, batch_size, options=None, input_context=None,
   if repeat:
     ds = ds.repeat()
   ds = ds.interleave(
-      lambda f: tf.data.TFRecordDataset(f, buffer_size=1 << 20),
-      cycle_length=min(options.cycle_length, len(files)), block_length=1,
+      _read_file, cycle_length=min(options.cycle_length, len(files)), block_length=1,
       num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
   if options.shuffle:
     ds = ds.shuffle(options.shuffle_buffer, seed=seed + 1)
   ds = ds.batch(_PARSE_BATCH).map(
-      lambda r: _parse_batch(r, data_dir, num_classes), num_parallel_calls=AUTOTUNE,
-      deterministic=options.deterministic).unbatch()
+      functools.partial(_parse_batch, data_dir=data_dir, num_classes=num_classes),
+      num_parallel_calls=AUTOTUNE, deterministic=options.deterministic).unbatch()
   if options.images_per_identity:
     ds = sampler_lib.identity_balanced(ds, options.images_per_identity)
   if options.deterministic and start_batch:
@@ -231,7 +260,8 @@ def build_dataset(data_dir, batch_size, options=None, input_context=None,
   return ds.with_options(tf_options)
 
 
-def distributed_dataset(strategy, data_dir, global_batch_size, options=None, **kwargs):
+def distributed_dataset(strategy, data_dir, global_batch_size, options=None,
+                        start_step=0, **kwargs):
   """`build_dataset` for every input pipeline of `strategy`, per-replica batches.
 
   Args:
@@ -239,6 +269,8 @@ def distributed_dataset(strategy, data_dir, global_batch_size, options=None, **k
     data_dir: the TFRecord directory.
     global_batch_size: images per step over all replicas.
     options: `InputOptions`.
+    start_step: optimizer steps an interrupted run already took (see
+      `build_dataset`'s `start_batch`).
     **kwargs: passed to `build_dataset` (image_size, num_classes, stats, ...).
 
   Returns:
@@ -256,8 +288,12 @@ def distributed_dataset(strategy, data_dir, global_batch_size, options=None, **k
 
   def dataset_fn(input_context):
     per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+    # Each step takes one batch per local replica from this pipeline.
+    local_replicas = (input_context.num_replicas_in_sync //
+                      input_context.num_input_pipelines)
     return build_dataset(data_dir, per_replica, options, input_context=input_context,
-                         manifest=manifest, **kwargs)
+                         manifest=manifest, start_batch=start_step * local_replicas,
+                         **kwargs)
 
   input_options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
   return strategy.distribute_datasets_from_function(dataset_fn, input_options)

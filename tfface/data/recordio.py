@@ -20,6 +20,7 @@ import numpy as np
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _LENGTH_MASK = (1 << 29) - 1
+_HEAD = struct.Struct("<II")
 _MAX_PART = 1 << 29
 # Continuation flags of a record part.
 _WHOLE, _FIRST, _MIDDLE, _LAST = 0, 1, 2, 3
@@ -117,6 +118,7 @@ class RecordIOReader:
     self.path = path
     self._file: BinaryIO = open(path, "rb", buffering=buffer_size)
     self.size = os.fstat(self._file.fileno()).st_size
+    self._guess = 16 << 10  # bytes read_at() fetches at once; grows with the records
 
   def close(self):
     self._file.close()
@@ -170,6 +172,15 @@ class RecordIOReader:
     if not 0 <= offset < self.size:
       raise ValueError(f"{self.path}: byte offset {offset} is outside the file "
                        f"(size {self.size})")
+    # Fast path: one pread() for a whole unsplit record. Random access through
+    # the buffered file would read (and copy) a full buffer per record.
+    data = os.pread(self._file.fileno(), self._guess, offset)
+    if len(data) >= 8:
+      magic, lrecord = _HEAD.unpack_from(data)
+      length = lrecord & _LENGTH_MASK
+      if magic == MAGIC and lrecord >> 29 == _WHOLE and 8 + length + (-length % 4) <= len(data):
+        self._guess = max(self._guess, 2 * length + 16)
+        return data[8:8 + length]
     self._file.seek(offset)
     return self._read_record(offset)[0]
 
@@ -332,6 +343,7 @@ class IndexedRecordIO:
     return self.offsets[pos]
 
   def offset_of(self, key: int) -> int:
+    """Byte offset of `key` (KeyError naming the `.idx` if absent)."""
     return int(self.offsets_of([key])[0])
 
   def read_idx(self, key: int) -> bytes:

@@ -46,7 +46,8 @@ def identity_balanced(records, images_per_identity):
     # groups stay exactly K long.
     return window.batch(k, drop_remainder=True)
 
-  groups = records.group_by_window(
-      key_func=lambda r: tf.cast(r["label"], tf.int64), reduce_func=to_group,
-      window_size=k)
+  def identity(record):
+    return tf.cast(record["label"], tf.int64)
+
+  groups = records.group_by_window(key_func=identity, reduce_func=to_group, window_size=k)
   return groups.unbatch()

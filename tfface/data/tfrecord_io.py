@@ -25,8 +25,10 @@ _SMALL_VARINTS = [bytes([v]) for v in range(128)]
 
 
 def _varint(value: int) -> bytes:
-  if 0 <= value < 128:
+  if 0 <= value < 0x80:
     return _SMALL_VARINTS[value]
+  if 0 <= value < 0x4000:  # image lengths: the common case, without a loop
+    return bytes(((value & 0x7F) | 0x80, value >> 7))
   value &= (1 << 64) - 1  # negative int64 as two's complement, like protobuf
   out = bytearray()
   while value > 0x7F:
@@ -36,18 +38,17 @@ def _varint(value: int) -> bytes:
   return bytes(out)
 
 
-def _int64_entry(name: bytes, value: int) -> bytes:
-  """Map entry {1: name, 2: Feature{int64_list: Int64List{value: [value]}}} (packed)."""
-  v = _varint(value)
-  n = len(v)
-  # Every length here is below 128, so each fits one varint byte.
-  return b"".join((bytes((0x0A, 2 + len(name) + 6 + n, 0x0A, len(name))), name,
-                   bytes((0x12, 4 + n, 0x1A, 2 + n, 0x0A, n)), v))
+def _int64_entry_heads(name: str) -> list[bytes]:
+  """Per varint width n (1..10): the bytes of an int64 map entry before its value."""
+  key = name.encode()
+  # {1: name, 2: Feature{3: Int64List{1: packed value}}}; every length < 128.
+  return [None] + [bytes((0x0A, 2 + len(key) + 6 + n, 0x0A, len(key))) + key
+                   + bytes((0x12, 4 + n, 0x1A, 2 + n, 0x0A, n)) for n in range(1, 11)]
 
 
-_LABEL_NAME = schema.FEATURE_LABEL.encode()
-_KEY_NAME = schema.FEATURE_KEY.encode()
-_IMAGE_NAME = schema.FEATURE_IMAGE.encode()
+_LABEL_HEADS = _int64_entry_heads(schema.FEATURE_LABEL)
+_KEY_HEADS = _int64_entry_heads(schema.FEATURE_KEY)
+_IMAGE_NAME = bytes((0x0A, len(schema.FEATURE_IMAGE))) + schema.FEATURE_IMAGE.encode()
 
 
 def encode_example(image: bytes, label: int, key: int) -> bytes:
@@ -55,19 +56,23 @@ def encode_example(image: bytes, label: int, key: int) -> bytes:
 
   The bytes parse with `tf.train.Example.FromString` and `tf.io.parse_example`;
   building them by hand is several times faster than the protobuf classes.
+  Map entries are written label, image, key (protobuf accepts any order).
   """
   n = len(image)
-  bytes_list = 1 + len(_varint(n)) + n  # BytesList{1: image}
-  feature = 1 + len(_varint(bytes_list)) + bytes_list  # Feature{1: bytes_list}
-  entry = 2 + len(_IMAGE_NAME) + 1 + len(_varint(feature)) + feature
-  image_entry_head = b"".join((
-      b"\x0a", _varint(entry), bytes((0x0A, len(_IMAGE_NAME))), _IMAGE_NAME,
-      b"\x12", _varint(feature), b"\x0a", _varint(bytes_list), b"\x0a", _varint(n)))
-  label_entry = _int64_entry(_LABEL_NAME, label)
-  key_entry = _int64_entry(_KEY_NAME, key)
-  features = len(label_entry) + len(image_entry_head) + n + len(key_entry)
-  return b"".join((b"\x0a", _varint(features), label_entry, image_entry_head, image,
-                   key_entry))
+  v_image = _varint(n)
+  bytes_list = 1 + len(v_image) + n  # BytesList{1: image}
+  v_bytes_list = _varint(bytes_list)
+  feature = 1 + len(v_bytes_list) + bytes_list  # Feature{1: bytes_list}
+  v_feature = _varint(feature)
+  entry = len(_IMAGE_NAME) + 1 + len(v_feature) + feature  # {1: name, 2: feature}
+  v_entry = _varint(entry)
+  v_label, v_key = _varint(label), _varint(key)
+  label_head, key_head = _LABEL_HEADS[len(v_label)], _KEY_HEADS[len(v_key)]
+  features = (len(label_head) + len(v_label) + 1 + len(v_entry) + entry + len(key_head)
+              + len(v_key))
+  return b"".join((b"\x0a", _varint(features), label_head, v_label, b"\x0a", v_entry,
+                   _IMAGE_NAME, b"\x12", v_feature, b"\x0a", v_bytes_list, b"\x0a", v_image,
+                   image, key_head, v_key))
 
 
 def frame(records: list[bytes]) -> bytes:
@@ -100,6 +105,7 @@ class TFRecordWriter:
     self.num_bytes = 0
 
   def write(self, record: bytes):
+    """Queues one serialized record; batches are framed and written together."""
     self._pending.append(record)
     self._pending_bytes += len(record)
     if self._pending_bytes >= _BATCH_BYTES:

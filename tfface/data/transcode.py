@@ -17,6 +17,7 @@ that finds every shard present verifies them and writes `manifest.json`.
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -29,6 +30,8 @@ from tfface.data import insightface
 from tfface.data import schema
 from tfface.data import shard_writer
 from tfface.data import tfrecord_io
+
+transcode_log = logging.getLogger(__name__)
 
 STATE_DIR = shard_writer.STATE_DIR
 TARGET_SHARD_BYTES = 128 << 20
@@ -308,6 +311,11 @@ def finalize(output_dir: str, rec: insightface.InsightFaceRec, plan: dict,
     shards.append(schema.ShardInfo(side["file"], num_records, sha))
     if side["max_label"] is not None:
       max_label = max(max_label, side["max_label"])
+  notes = list(rec.notes)
+  if max_label > insightface.FLOAT32_EXACT_LIMIT:
+    notes.append(f"{rec.rec_path}: labels up to {max_label} exceed 2**24; float32 labels "
+                 "in RecordIO may be off by one above that")
+    transcode_log.warning(notes[-1])
   num_classes = rec.declared_num_classes
   if num_classes is None:
     num_classes = max_label + 1  # image labels are the truth (e.g. Glint360K)
@@ -318,7 +326,7 @@ def finalize(output_dir: str, rec: insightface.InsightFaceRec, plan: dict,
   source = {"rec_dir": os.path.abspath(os.path.dirname(rec.rec_path)),
             "rec_size": plan["rec_size"], "idx_size": plan["idx_size"],
             "layout": "header" if rec.has_header else "header-less",
-            "notes": list(rec.notes)}
+            "notes": notes}
   manifest = schema.Manifest(
       num_images=sum(s.num_records for s in shards), num_classes=num_classes,
       image_size=image_size, seed=plan["seed"], shards=shards, source=source)

@@ -11,7 +11,9 @@ Learning rate: `base_lr` is the rate for a global batch of `reference_batch`
 global batch (`learning_rate`). `lr`, set by `--lr`, is an absolute rate used
 as given, like InsightFace's `--lr`.
 """
+import importlib.util
 import math
+import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -86,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 2000
   c.verify_every = 2000
   c.verify_batch_size = 64
+  c.verify_at_start = False  # also verify the untrained model (the demo's "before")
   c.keep_checkpoints = 3
   c.log_every = 50
   c.seed = 0
@@ -94,6 +97,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.mixed_precision = False
   datasets.apply_dataset(c, "emore")
   return c
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Runs `get_config()` of a config file such as `configs/emore.py`.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: the file has no `get_config()`.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such config file")
+  spec = importlib.util.spec_from_file_location(
+      f"tfface_config_{os.path.splitext(os.path.basename(path))[0]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path}: a config file must define get_config()")
+  return module.get_config()
 
 
 def apply_shortcuts(config, overrides=None, **shortcuts):

@@ -1,0 +1,271 @@
+"""The training loop: `train(config, workdir)` is what `tools/train.py` runs.
+
+A custom loop rather than `model.fit`: the margin head needs the labels in
+its forward pass, the head and the exported backbone are saved separately,
+verification on `.bin` files runs between steps, and a NaN must stop the run
+before anything is written. Each step is a `tf.function` that pulls one
+distributed batch and runs `FaceTask.replica_step` under `strategy.run`.
+
+Resumption: the step counter is the optimizer's `iterations`, restored with
+the checkpoint, and the learning rate is a function of it. In deterministic
+input mode the pipeline also skips the batches the interrupted run consumed,
+so a resumed run trains on exactly the data an uninterrupted one would.
+"""
+import dataclasses
+import hashlib
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfface.data import pipeline
+from tfface.training import checkpointing
+from tfface.training import config as config_lib
+from tfface.training import datasets
+from tfface.training import strategy as strategy_lib
+from tfface.training import summaries
+from tfface.training import task as task_lib
+from tfface.training import verifier as verifier_lib
+
+
+class NonFiniteLossError(FloatingPointError, ValueError):
+  """The loss became NaN or Inf; the run stopped without writing anything further."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """How a run ended."""
+
+  workdir: str
+  step: int
+  resumed_from: str | None
+  loss: float | None
+  accuracy_before: float | None = None
+  accuracy_after: float | None = None
+  skipped_records: int = 0
+  weights_sha256: str = ""
+
+
+@dataclasses.dataclass
+class _Plan:
+  """Numbers resolved at start from the config, the manifest and the strategy."""
+
+  num_classes: int
+  num_images: int
+  image_size: tuple
+  replicas: int
+  global_batch: int
+  total_steps: int
+  peak_lr: float
+
+
+def _plan(config, manifest, replicas):
+  if config.num_classes is not None and config.num_classes != manifest.num_classes:
+    raise ValueError(
+        f"{config.data_dir}/manifest.json: the data has {manifest.num_classes} identities "
+        f"but the config sets num_classes={config.num_classes}; labels must lie in "
+        f"[0, num_classes): drop --config.num_classes or fix the data")
+  global_batch = config.batch_size * replicas
+  if config.loss == "triplet":
+    from tfface.data import sampler  # pylint: disable=g-import-not-at-top
+    sampler.check_batch(config.batch_size, config.triplet.images_per_identity)
+  return _Plan(
+      num_classes=manifest.num_classes, num_images=manifest.num_images,
+      image_size=tuple(manifest.image_size or (112, 112)), replicas=replicas,
+      global_batch=global_batch,
+      total_steps=config_lib.total_steps(config, manifest.num_images, global_batch),
+      peak_lr=config_lib.learning_rate(config, global_batch))
+
+
+def _write_config(workdir, config, plan):
+  data = json.loads(config.to_json())
+  data["resolved"] = dataclasses.asdict(plan)
+  checkpointing.write_json_atomically(os.path.join(workdir, checkpointing.CONFIG), data)
+
+
+def _input_options(config, start_step):
+  seed = config.seed
+  if not config.input.deterministic:
+    # A fresh order after a restart instead of replaying the first batches.
+    seed = config.seed + start_step
+  return pipeline.InputOptions(
+      shuffle=config.input.shuffle, shuffle_buffer=config.input.shuffle_buffer,
+      random_flip=config.input.random_flip, deterministic=config.input.deterministic,
+      seed=seed,
+      images_per_identity=(config.triplet.images_per_identity
+                           if config.loss == "triplet" else None))
+
+
+def _label_error(error, data_dir):
+  """Turns the pipeline's label assertion into a one-line ValueError, else None."""
+  message = getattr(error, "message", str(error))
+  for line in message.splitlines():
+    if pipeline.LABEL_ERROR in line:
+      text = line.split("assertion failed:", 1)[-1].strip()
+      return ValueError(text.replace("] [", " ").strip("[] "))
+  return None
+
+
+def weights_fingerprint(*modules) -> str:
+  """SHA-256 of every weight's bytes: equal on workers that hold equal weights."""
+  digest = hashlib.sha256()
+  for module in modules:
+    for weight in module.weights:
+      digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+  return digest.hexdigest()
+
+
+def train(config, workdir=None, overrides=None, **shortcuts) -> TrainResult:
+  """Trains (or resumes training) a face-recognition model.
+
+  Args:
+    config: an `ml_collections.ConfigDict`, or the path of a config file
+      (`configs/NAME.py`, whose `get_config()` returns one).
+    workdir: run directory; default `models/NETWORK-LOSS-DATASET`.
+    overrides: `--config.*` values, applied after the shortcuts.
+    **shortcuts: the seed's flags (`network`, `loss`, `dataset`, `lr`, ...),
+      see `tfface.training.config.apply_shortcuts`.
+
+  Returns:
+    A `TrainResult`.
+
+  Raises:
+    ValueError: bad configuration or data (labels out of range, too few
+      shard files, ...), with the file and place named.
+    NonFiniteLossError: the loss became NaN/Inf; the last checkpoint is the
+      last good state.
+    OSError: missing data or verification files.
+  """
+  if isinstance(config, str):
+    config = config_lib.load_config_file(config)
+  config = config_lib.apply_shortcuts(config, overrides, **shortcuts)
+  workdir = workdir or config_lib.default_workdir(config)
+  # The strategy comes first: it must see TensorFlow's devices uninitialized.
+  strategy = strategy_lib.create_strategy(config.strategy, config.cpu_replicas)
+  if config.input.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.utils.set_random_seed(config.seed)
+  if config.mixed_precision:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+  chief = strategy_lib.is_chief(strategy)
+  manifest = datasets.load_manifest(config)
+  plan = _plan(config, manifest, strategy.num_replicas_in_sync)
+  pipeline.check_first_image(config.data_dir, manifest, plan.image_size)
+  if chief:
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(workdir, config, plan)
+  prefix = "" if chief else f"[worker {strategy_lib.worker_index(strategy)}] "
+
+  with strategy.scope():
+    task = task_lib.build_task(config, plan.num_classes, plan.image_size,
+                               plan.global_batch, plan.replicas, plan.total_steps,
+                               plan.peak_lr)
+  saver = checkpointing.Checkpointer(workdir, task.backbone, task.head, task.optimizer,
+                                     chief, config.keep_checkpoints)
+  reporter = summaries.Reporter(workdir, chief, plan.total_steps, plan.global_batch, prefix)
+  try:
+    return _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter)
+  finally:
+    saver.close()
+    reporter.close()
+
+
+def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter):
+  lr_note = ("--lr, absolute" if config.lr is not None else
+             f"base_lr {config.base_lr} x {plan.global_batch}/{config.reference_batch}")
+  reporter.line(
+      f"training {config.network} {config.loss} on {plan.num_images} images of "
+      f"{plan.num_classes} identities ({config.data_dir}); global batch "
+      f"{plan.global_batch} = {config.batch_size} x {plan.replicas} replica(s); "
+      f"peak lr {plan.peak_lr:g} ({lr_note}); {plan.total_steps} steps; workdir {workdir}")
+  resumed = saver.restore_latest()
+  start = int(task.step.numpy())
+  if resumed:
+    reporter.line(f"resumed from {resumed} at step {start}")
+  elif config.pretrained:
+    reporter.line(f"pretrained: {checkpointing.load_pretrained(config.pretrained, task.backbone)}")
+
+  verifier = None
+  if chief:
+    bins = datasets.resolve_val_bins(config, manifest)
+    missing = datasets.missing_targets(config, bins)
+    if missing:
+      reporter.line(f"verification targets not found, skipped: {', '.join(missing)}")
+    if bins:
+      verifier = verifier_lib.Verifier(bins, plan.image_size, config.verify_batch_size,
+                                       workdir)
+  result = TrainResult(workdir, start, resumed, None)
+  if start >= plan.total_steps:
+    reporter.line(f"already at step {start} of {plan.total_steps}; nothing to train")
+    return result
+
+  stats = pipeline.DecodeStats()
+  dataset = pipeline.distributed_dataset(
+      strategy, config.data_dir, plan.global_batch, _input_options(config, start),
+      image_size=plan.image_size, num_classes=plan.num_classes, stats=stats,
+      manifest=manifest, start_step=start)
+  iterator = iter(dataset)
+
+  @tf.function
+  def train_step(iterator, train_backbone):
+    images, labels = next(iterator)
+    per_replica = strategy.run(task.replica_step, args=(images, labels),
+                               kwargs={"train_backbone": train_backbone})
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+
+  def verify(step):
+    results, improved = verifier.run(task.backbone, step)
+    for res, best in results:
+      reporter.verification(step, res, best)
+    verifier.save()
+    if improved:
+      saver.save_best()
+    return results[-1][0].accuracy_flip_mean
+
+  if verifier and start == 0 and config.verify_at_start:
+    result.accuracy_before = verify(0)
+    reporter.line(f"Accuracy-Flip before training: {result.accuracy_before:.4f}")
+
+  step, saved, verified = start, start, start
+  reporter.start(step)
+  while step < plan.total_steps:
+    try:
+      metrics = train_step(iterator, step >= config.freeze_backbone_steps)
+    except tf.errors.InvalidArgumentError as e:
+      label_error = _label_error(e, config.data_dir)
+      if label_error is not None:
+        raise label_error from None
+      raise
+    step = int(task.step.numpy())
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      raise NonFiniteLossError(
+          f"loss is {loss} at step {step}; stopped without saving. The last good "
+          f"checkpoint is {saver.latest or '(none yet)'}, left intact. Lower the learning "
+          f"rate (--lr), add warmup (--config.schedule.warmup_fraction) or set "
+          f"--config.clip_norm")
+    if step % config.log_every == 0 or step == plan.total_steps:
+      reporter.progress(step, loss, float(metrics["accuracy"]),
+                        float(task.learning_rate()), stats.skipped)
+    if step % config.checkpoint_every == 0 or step == plan.total_steps:
+      saver.save(step)
+      saved = step
+    if verifier and (step % config.verify_every == 0 or step == plan.total_steps):
+      result.accuracy_after = verify(step)
+      verified = step
+  if saved != step:
+    saver.save(step)
+  if verifier and verified != step:
+    result.accuracy_after = verify(step)
+  if result.accuracy_after is not None:
+    reporter.line(f"Accuracy-Flip after training: {result.accuracy_after:.4f}")
+  result.step, result.loss = step, loss
+  result.skipped_records = stats.skipped
+  result.weights_sha256 = weights_fingerprint(*task.modules)
+  reporter.line(f"finished at step {step}; skipped records {result.skipped_records}; "
+                f"weights sha256 {result.weights_sha256}")
+  return result

@@ -1,0 +1,104 @@
+"""Verification during training: InsightFace's protocol on the run's `.bin` targets.
+
+The `.bin` images are decoded once at start; every `verify_every` steps the
+backbone embeds them and their flips (`tfface.evaluation.verify`). Results
+go to `WORKDIR/verification.json`, one entry per target stem:
+
+  {"synth_val": {"step": 400, "accuracy_flip_mean": 0.95, "accuracy_flip_std": 0.01,
+                 "xnorm": 11.2, "best_threshold": 1.31,
+                 "best_accuracy": 0.95, "best_step": 400}}
+
+As in InsightFace, the last target decides which backbone is the best one.
+"""
+import json
+import os
+
+import tensorflow as tf
+
+from tfface import evaluation
+from tfface.data import verification_bin
+from tfface.training import checkpointing
+
+RESULTS = "verification.json"
+
+
+class Verifier:
+  """Runs the verification targets of a run and remembers the best results.
+
+  Args:
+    paths: `.bin` files, in order (the last one selects the best backbone).
+    image_size: `(height, width)` of the model input.
+    batch_size: images per forward pass.
+    workdir: where `verification.json` lives (read on resume).
+  """
+
+  def __init__(self, paths, image_size, batch_size, workdir):
+    self.batch_size = int(batch_size)
+    self.path = os.path.join(workdir, RESULTS)
+    self.targets = []
+    for path in paths:
+      vbin = verification_bin.load_bin(path)
+      self.targets.append((vbin, evaluation.decode_bin_images(vbin, image_size)))
+    self.results = {}
+    self._embed_model = self._embed = None
+    if os.path.isfile(self.path):
+      with open(self.path) as f:
+        try:
+          self.results = json.load(f)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{self.path}: not valid JSON ({e}); delete it to start "
+                           "the best-so-far records afresh") from e
+
+  @property
+  def names(self):
+    return [vbin.name for vbin, _ in self.targets]
+
+  def best(self, name):
+    """Best Accuracy-Flip recorded for a target, or -1."""
+    return self.results.get(name, {}).get("best_accuracy", -1.0)
+
+  def run(self, backbone, step):
+    """Verifies every target with `backbone`.
+
+    Args:
+      backbone: the Keras backbone (uint8/float RGB in, raw embeddings out).
+      step: the training step, for the records.
+
+    Returns:
+      `(results, improved)`: a list of `(VerificationResult, best_so_far)`
+      and whether the last target reached a new best.
+    """
+
+    embed_fn = self._embed_fn(backbone)
+    out, improved = [], False
+    for vbin, images in self.targets:
+      result = evaluation.verify(embed_fn, vbin, batch_size=self.batch_size,
+                                 images=images)
+      name = result.name
+      previous = self.best(name)
+      record = self.results.setdefault(name, {})
+      record.update({
+          "step": int(step), "accuracy_flip_mean": result.accuracy_flip_mean,
+          "accuracy_flip_std": result.accuracy_flip_std, "xnorm": result.xnorm,
+          "best_threshold": result.best_threshold})
+      improved = result.accuracy_flip_mean > previous
+      if improved:
+        record.update({"best_accuracy": result.accuracy_flip_mean, "best_step": int(step)})
+      out.append((result, record["best_accuracy"]))
+    return out, improved
+
+  def _embed_fn(self, backbone):
+    # One traced function per backbone, reused by every verification.
+    if self._embed_model is not backbone:
+
+      @tf.function(reduce_retracing=True)
+      def embed(batch):
+        return backbone(tf.cast(batch, tf.float32), training=False)
+
+      self._embed_model = backbone
+      self._embed = lambda batch: embed(batch).numpy()
+    return self._embed
+
+  def save(self):
+    """Writes `verification.json` atomically (call on the chief only)."""
+    checkpointing.write_json_atomically(self.path, self.results)

@@ -1,0 +1,86 @@
+"""Trains a face-recognition model (InsightFace's train.py, on tfface TFRecords).
+
+  python tools/train.py --network r100 --loss arcface --dataset emore
+  python tools/train.py --network r50 --loss cosface --dataset emore
+  python tools/train.py --network m1 --loss softmax --dataset emore
+  python tools/train.py --network m1 --loss triplet --lr 0.005 \
+      --pretrained ./models/m1-softmax-emore
+  python tools/train.py --dataset synthetic --data_dir=TFRECORDS \
+      --val_bins=DIR/synth_val.bin --workdir=W --total_steps=N
+
+`--config=configs/NAME.py` picks a config file (default: configs/synthetic.py,
+or configs/DATASET.py when `--dataset` names one); `--config.FIELD=VALUE`
+overrides any field and wins over the shortcut flags. Rerunning the same
+command resumes from the last checkpoint in the workdir. See
+docs/training.md.
+"""
+import os
+
+from absl import flags
+from ml_collections import config_flags
+
+try:
+  from tfface_tools import _cli
+except ImportError:
+  import _cli
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(_CONFIGS, "synthetic.py"),
+    "Config file (configs/NAME.py); default configs/synthetic.py, or configs/DATASET.py "
+    "for --dataset DATASET.", lock_config=True)
+_NETWORK = flags.DEFINE_enum(
+    "network", None, ["r18", "r34", "r50", "r100", "r200", "mbf", "y1", "m1"],
+    "Backbone (clears the config's backbone overrides).")
+_LOSS = flags.DEFINE_enum("loss", None, ["arcface", "cosface", "combined", "softmax",
+                                         "triplet"], "Loss / head recipe.")
+_DATASET = flags.DEFINE_enum("dataset", None, ["emore", "glint360k", "custom", "synthetic"],
+                             "Named dataset: its location, targets and recipe.")
+_PRETRAINED = flags.DEFINE_string(
+    "pretrained", None, "Backbone to start from: a workdir, a checkpoint (directory or "
+    "prefix) or a .keras file. A new head is built for the data's identities.")
+_LR = flags.DEFINE_float("lr", None, "Absolute peak learning rate (as InsightFace's "
+                         "--lr); default: base_lr x global batch / 512.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default "
+                               "models/NETWORK-LOSS-DATASET.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFRecord directory with manifest.json.")
+_VAL_BINS = flags.DEFINE_string("val_bins", None, "Comma-separated verification .bin files.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Images per replica per step.")
+_TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Optimizer steps of the run.")
+_CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
+                                         "Steps between checkpoints.")
+_VERIFY_EVERY = flags.DEFINE_integer("verify_every", None,
+                                     "Steps between verifications.")
+_STRATEGY = flags.DEFINE_enum("strategy", None, ["auto", "one_device", "mirrored",
+                                                 "multi_worker"], "Distribution strategy.")
+_CPU_REPLICAS = flags.DEFINE_integer(
+    "cpu_replicas", None, "Split the CPU into N logical devices (MirroredStrategy "
+    "without GPUs).")
+_MIXED_PRECISION = flags.DEFINE_bool("mixed_precision", None,
+                                     "float16 compute with a loss-scale optimizer.")
+
+
+def main(argv):
+  del argv  # unused
+  from tfface.training import trainer  # after absl parsed the flags: fast --help
+  config = _CONFIG.value
+  if _DATASET.value and not flags.FLAGS["config"].present:
+    # The dataset's own config file; --config.* overrides are re-applied to it.
+    config = os.path.join(_CONFIGS, f"{_DATASET.value}.py")
+  trainer.train(
+      config, _WORKDIR.value, overrides=config_flags.get_override_values(flags.FLAGS["config"]),
+      network=_NETWORK.value,
+      loss=_LOSS.value, dataset=_DATASET.value, pretrained=_PRETRAINED.value,
+      lr=_LR.value, data_dir=_DATA_DIR.value, val_bins=_VAL_BINS.value,
+      batch_size=_BATCH_SIZE.value, total_steps=_TOTAL_STEPS.value,
+      checkpoint_every=_CHECKPOINT_EVERY.value, verify_every=_VERIFY_EVERY.value,
+      strategy=_STRATEGY.value, cpu_replicas=_CPU_REPLICAS.value,
+      mixed_precision=_MIXED_PRECISION.value)
+
+
+def run():
+  _cli.run(main)
+
+
+if __name__ == "__main__":
+  run()
