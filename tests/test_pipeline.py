@@ -1,0 +1,154 @@
+"""The tf.data training input: colours, flips, coverage, determinism, bad data, sharding."""
+import collections
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfface.data import pipeline
+from tfface.data import sampler
+from tfface.data import schema
+import training_data
+
+
+def _collect(ds):
+  images, labels = [], []
+  for x, y in ds:
+    images.append(x.numpy())
+    labels.append(y.numpy())
+  return np.concatenate(images), np.concatenate(labels)
+
+
+def _options(**kw):
+  kw.setdefault("seed", 3)
+  kw.setdefault("deterministic", True)
+  return pipeline.InputOptions(**kw)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp("labelled"))
+  manifest, rgb, labels = training_data.labelled_dataset(directory, num_classes=6,
+                                                         per_class=4, num_shards=2)
+  return directory, manifest, rgb, labels
+
+
+def test_colours_are_rgb_and_flips_mirror(tmp_path):
+  # Left half pure red, right half blue, encoded from BGR as InsightFace did.
+  rgb = np.zeros((112, 112, 3), np.uint8)
+  rgb[:, :56, 0] = 255
+  rgb[:, 56:, 2] = 255
+  training_data.write_dataset(str(tmp_path), [training_data.jpeg(rgb)] * 64, [0] * 64,
+                              num_shards=1, num_classes=1)
+  images, _ = _collect(pipeline.build_dataset(str(tmp_path), 16, _options(),
+                                              repeat=False))
+  assert images.dtype == np.uint8 and images.shape == (64, 112, 112, 3)
+  left_red = images[:, 50:60, 10, 0].mean(axis=1) > 200
+  right_red = images[:, 50:60, 100, 0].mean(axis=1) > 200
+  assert np.all(left_red != right_red)  # every image is the original or its mirror
+  assert np.all(images[left_red][:, :, 10, 2] < 40)  # red is in channel 0: RGB
+  assert 16 <= left_red.sum() <= 48  # about half flipped (seeded: not all, not none)
+
+
+def test_one_epoch_sees_every_record_once_with_its_label(labelled):
+  directory, _, rgb, labels = labelled
+  images, got = _collect(pipeline.build_dataset(
+      directory, 4, _options(random_flip=False, deterministic=False), repeat=False))
+  assert sorted(got.tolist()) == sorted(labels)
+  decoded = {tuple(np.round(im.mean(axis=(0, 1)))) for im in images}
+  expected = {tuple(np.round(im.mean(axis=(0, 1)))) for im in rgb}
+  assert len(decoded) == 24
+  # JPEG changes pixel means by a fraction of a level only.
+  for mean in decoded:
+    assert min(np.abs(np.subtract(mean, e)).max() for e in expected) <= 2
+
+
+def test_deterministic_mode_repeats_and_seed_changes_order(labelled):
+  directory = labelled[0]
+  first = _collect(pipeline.build_dataset(directory, 4, _options(), repeat=False))
+  again = _collect(pipeline.build_dataset(directory, 4, _options(), repeat=False))
+  other = _collect(pipeline.build_dataset(directory, 4, _options(seed=4), repeat=False))
+  np.testing.assert_array_equal(first[0], again[0])
+  np.testing.assert_array_equal(first[1], again[1])
+  assert not np.array_equal(first[1], other[1])
+
+
+def test_start_batch_resumes_the_same_stream(labelled):
+  directory = labelled[0]
+  full = pipeline.build_dataset(directory, 4, _options(), repeat=True)
+  full_batches = [x.numpy() for x, _ in full.take(5)]
+  resumed = pipeline.build_dataset(directory, 4, _options(), repeat=True, start_batch=2)
+  resumed_batches = [x.numpy() for x, _ in resumed.take(3)]
+  for a, b in zip(full_batches[2:], resumed_batches):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_undecodable_and_missized_records_are_skipped_and_counted(tmp_path):
+  good = [training_data.jpeg(training_data.face_like(i, 0)) for i in range(10)]
+  truncated = good[0][:len(good[0]) // 2]
+  garbage = b"\xff\xd8\xff" + bytes(range(256)) * 4
+  small = training_data.jpeg(training_data.face_like(0, 1, size=64))
+  images = good[:3] + [truncated] + good[3:6] + [garbage, small] + good[6:]
+  training_data.write_dataset(str(tmp_path), images, list(range(13)), num_shards=1,
+                              num_classes=13)
+  stats = pipeline.DecodeStats()
+  _, labels = _collect(pipeline.build_dataset(
+      str(tmp_path), 1, _options(shuffle=False), repeat=False, stats=stats))
+  assert sorted(labels.tolist()) == [0, 1, 2, 4, 5, 6, 9, 10, 11, 12]
+  assert stats.skipped == 3
+
+
+def test_label_outside_range_is_an_error_naming_the_key(tmp_path):
+  images = [training_data.jpeg(training_data.face_like(i, 0)) for i in range(4)]
+  training_data.write_dataset(str(tmp_path), images, [0, 1, 7, 2], num_shards=1,
+                              num_classes=3, keys=[10, 11, 12, 13])
+  ds = pipeline.build_dataset(str(tmp_path), 2, _options(), repeat=False)
+  with pytest.raises(tf.errors.InvalidArgumentError) as info:
+    _collect(ds)
+  assert pipeline.LABEL_ERROR in info.value.message
+  assert "num_classes=3" in info.value.message and "[12]" in info.value.message
+
+
+def test_input_context_shards_files_and_rejects_too_few(labelled):
+  directory = labelled[0]
+  seen = collections.Counter()
+  for pipeline_id in range(2):
+    context = tf.distribute.InputContext(num_input_pipelines=2,
+                                         input_pipeline_id=pipeline_id)
+    _, labels = _collect(pipeline.build_dataset(directory, 2, _options(),
+                                                input_context=context, repeat=False))
+    seen.update(labels.tolist())
+    assert len(labels) == 12  # one of the two shard files each
+  assert seen == collections.Counter(labelled[3])
+  context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=0)
+  with pytest.raises(ValueError, match="2 shard files for 3 input pipelines"):
+    pipeline.build_dataset(directory, 2, _options(), input_context=context)
+
+
+def test_identity_balanced_batches(tmp_path):
+  manifest, _, _ = training_data.labelled_dataset(str(tmp_path), num_classes=8,
+                                                  per_class=10, num_shards=2)
+  assert manifest.num_images == 80
+  ds = pipeline.build_dataset(str(tmp_path), 10, _options(images_per_identity=5,
+                                                          shuffle_buffer=80))
+  for _, labels in ds.take(6):
+    groups = labels.numpy().reshape(2, 5)
+    assert np.all(groups == groups[:, :1])  # K = 5 images of one identity per group
+  with pytest.raises(ValueError, match="not a multiple"):
+    sampler.check_batch(12, 5)
+
+
+def test_check_first_image_rejects_other_sizes(tmp_path):
+  image = training_data.jpeg(training_data.face_like(0, 0, size=96))
+  manifest = training_data.write_dataset(str(tmp_path), [image] * 2, [0, 0],
+                                         num_shards=1, image_size=(96, 96))
+  with pytest.raises(ValueError, match="is 96x96, the model takes 112x112"):
+    pipeline.check_first_image(str(tmp_path), manifest, (112, 112))
+  pipeline.check_first_image(str(tmp_path), manifest, (96, 96))
+
+
+def test_missing_manifest_names_the_directory(tmp_path):
+  with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    pipeline.build_dataset(str(tmp_path), 2)
+  assert schema.MANIFEST_NAME == "manifest.json"
