@@ -55,6 +55,8 @@ class InputOptions:
     images_per_identity: if set, batches are identity-balanced: P identities
       x K = images_per_identity images (see `tfface.data.sampler`).
     cycle_length: shard files read concurrently.
+    decode_parallelism: chunks of records decoded concurrently (AUTOTUNE:
+      one per core).
   """
 
   shuffle: bool = True
@@ -64,6 +66,7 @@ class InputOptions:
   seed: int | None = None
   images_per_identity: int | None = None
   cycle_length: int = 16
+  decode_parallelism: int = AUTOTUNE
 
 
 class DecodeStats:
@@ -143,41 +146,53 @@ def _parse_batch(records, data_dir, num_classes):
           "key": keys}
 
 
-def _decoder(image_size, flip_seed):
+def _number(first):
+  """Numbers the records of parsed chunks consecutively from `first` (a scan)."""
+
+  def step(next_seq, chunk):
+    n = tf.shape(chunk["label"], out_type=tf.int64)[0]
+    chunk = dict(chunk, seq=next_seq + tf.range(n, dtype=tf.int64))
+    return next_seq + n, chunk
+
+  return tf.constant(first, tf.int64), step
+
+
+def _chunk_decoder(image_size, flip_seed, stats):
+  """Decodes one chunk of parsed records in its own small dataset.
+
+  `ignore_errors` drops whatever raises inside it, including errors of its
+  input. Its input here is an in-memory chunk, so only image decoding can
+  fail there: file and parsing errors upstream still stop the run instead
+  of being skipped (a missing file would otherwise be retried forever).
+  """
   height, width = image_size
 
-  def decode(seq, record):
-    # decode_image handles the PNG/GIF/BMP records some custom recs hold;
+  def decode(seq, image, label):
+    # decode_image also reads the PNG/GIF/BMP records some custom recs hold;
     # ensure_shape turns a wrongly sized image into an error that drops it.
-    image = tf.io.decode_image(record["image"], channels=3, expand_animations=False)
+    image = tf.io.decode_image(image, channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [height, width, 3])
     if flip_seed is not None:
-      # Keyed by the record's position in the stream: reproducible, and
-      # cheaper per image than a select over the whole batch.
+      # Keyed by the record's number: reproducible, and cheaper than a
+      # select over a whole batch.
       image = tf.image.stateless_random_flip_left_right(
           image, seed=tf.stack([tf.constant(flip_seed, tf.int64), seq]))
-    return seq, image, record["label"]
+    return image, label
 
-  return decode
-
-
-def _count_gaps(stats):
-  """Counts dropped records from gaps in the sequence numbers that survive decoding.
-
-  The decode map is order-preserving, so after `ignore_errors` every missing
-  sequence number is exactly one dropped record.
-  """
-
-  def step(last_seq, element):
-    seq, image, label = element
-    gap = seq - last_seq - 1
+  def count(images, labels, size):
     if stats is not None:
-      update = stats.variable.assign_add(gap)
-      with tf.control_dependencies([update]):
-        seq = tf.identity(seq)
-    return seq, (image, label)
+      dropped = size - tf.shape(labels, out_type=tf.int64)[0]
+      with tf.control_dependencies([stats.variable.assign_add(dropped)]):
+        labels = tf.identity(labels)
+    return images, labels
 
-  return step
+  def decode_chunk(chunk):
+    size = tf.shape(chunk["label"], out_type=tf.int64)[0]
+    ds = tf.data.Dataset.from_tensor_slices((chunk["seq"], chunk["image"], chunk["label"]))
+    ds = ds.map(decode).ignore_errors().batch(_PARSE_BATCH)
+    return ds.map(functools.partial(count, size=size)).unbatch()
+
+  return decode_chunk
 
 
 def build_dataset(data_dir, batch_size, options=None, input_context=None,
@@ -205,12 +220,17 @@ def build_dataset(data_dir, batch_size, options=None, input_context=None,
     A `tf.data.Dataset` of `(images uint8 [batch, H, W, 3], labels int32 [batch])`.
 
   Raises:
-    ValueError: no usable manifest, too few shard files for the input
-      pipelines, or an image size the manifest does not give.
+    FileNotFoundError: no manifest, or shard files it lists are missing.
+    ValueError: too few shard files for the input pipelines, or an image
+      size the manifest does not give.
   """
   options = options or InputOptions()
   manifest = manifest or schema.load_manifest(data_dir)
   files = manifest.shard_paths(data_dir)
+  missing = [f for f in files if not tf.io.gfile.exists(f)]
+  if missing:
+    raise FileNotFoundError(f"{data_dir}/{schema.MANIFEST_NAME} lists {len(missing)} shard "
+                            f"file(s) that do not exist, e.g. {missing[0]}")
   num_classes = manifest.num_classes if num_classes is None else num_classes
   image_size = tuple(image_size or manifest.image_size or ())
   if len(image_size) != 2:
@@ -235,22 +255,26 @@ def build_dataset(data_dir, batch_size, options=None, input_context=None,
       num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
   if options.shuffle:
     ds = ds.shuffle(options.shuffle_buffer, seed=seed + 1)
+  # Records an interrupted run consumed (deterministic mode only).
+  skip = start_batch * batch_size if options.deterministic else 0
+  if skip and not options.images_per_identity:
+    ds = ds.skip(skip)
   ds = ds.batch(_PARSE_BATCH).map(
       functools.partial(_parse_batch, data_dir=data_dir, num_classes=num_classes),
-      num_parallel_calls=AUTOTUNE, deterministic=options.deterministic).unbatch()
+      num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
   if options.images_per_identity:
-    ds = sampler_lib.identity_balanced(ds, options.images_per_identity)
-  if options.deterministic and start_batch:
-    ds = ds.skip(start_batch * batch_size)
+    ds = sampler_lib.identity_balanced(ds.unbatch(), options.images_per_identity)
+    if skip:
+      ds = ds.skip(skip)
+    ds = ds.batch(_PARSE_BATCH)
 
-  # Sequence numbers let `_count_gaps` count exactly the records that
-  # `ignore_errors` drops; the decode map keeps order for the same reason.
-  start = start_batch * batch_size if options.deterministic else 0
+  ds = ds.scan(*_number(skip))
   flip_seed = seed + 2 if options.random_flip else None
-  ds = ds.enumerate(start=start).map(_decoder(image_size, flip_seed),
-                                     num_parallel_calls=AUTOTUNE,
-                                     deterministic=True).ignore_errors()
-  ds = ds.scan(tf.constant(start - 1, tf.int64), _count_gaps(stats))
+  # Chunks decode in parallel, one thread each. In deterministic mode a block
+  # is one whole chunk, so records (and P x K groups) keep their order.
+  ds = ds.interleave(_chunk_decoder(image_size, flip_seed, stats),
+                     cycle_length=options.decode_parallelism, block_length=_PARSE_BATCH,
+                     num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
   tf_options = tf.data.Options()

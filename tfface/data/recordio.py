@@ -19,7 +19,7 @@ import numpy as np
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
-_LENGTH_MASK = (1 << 29) - 1
+LENGTH_MASK = (1 << 29) - 1
 _HEAD = struct.Struct("<II")
 _MAX_PART = 1 << 29
 # Continuation flags of a record part.
@@ -139,7 +139,7 @@ class RecordIOReader:
     if magic != MAGIC:
       raise ValueError(f"{self.path}: bad magic 0x{magic:08x} at byte offset {offset} "
                        f"(expected 0x{MAGIC:08x}); not a RecordIO record boundary")
-    cflag, length = lrecord >> 29, lrecord & _LENGTH_MASK
+    cflag, length = lrecord >> 29, lrecord & LENGTH_MASK
     padded = length + (-length % 4)
     data = self._file.read(padded)
     if len(data) < padded:
@@ -177,7 +177,7 @@ class RecordIOReader:
     data = os.pread(self._file.fileno(), self._guess, offset)
     if len(data) >= 8:
       magic, lrecord = _HEAD.unpack_from(data)
-      length = lrecord & _LENGTH_MASK
+      length = lrecord & LENGTH_MASK
       if magic == MAGIC and lrecord >> 29 == _WHOLE and 8 + length + (-length % 4) <= len(data):
         self._guess = max(self._guess, 2 * length + 16)
         return data[8:8 + length]
