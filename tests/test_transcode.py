@@ -9,7 +9,9 @@ import tensorflow as tf
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_crc
 
 from tfface.data import crc32c
+from tfface.data import example_batch
 from tfface.data import insightface
+from tfface.data import rec_batch
 from tfface.data import recordio
 from tfface.data import schema
 from tfface.data import shard_writer
@@ -71,6 +73,21 @@ def test_example_bytes_parse_with_protobuf(image, label, key):
       schema.FEATURE_IMAGE: image, schema.FEATURE_LABEL: label, schema.FEATURE_KEY: key}
 
 
+def test_batch_framing_matches_record_at_a_time_encoding():
+  rng = np.random.default_rng(1)
+  lengths = rng.choice([0, 1, 127, 128, 16383, 16384, 70000], 200)
+  images = [rng.bytes(int(n)) for n in lengths]
+  labels = rng.choice([0, 1, 127, 128, 2**40, -1], 200)
+  keys = rng.choice([0, 127, 128, 300000, 2**35], 200)
+  framed = example_batch.layout(lengths, labels, keys)
+  view = memoryview(framed.buffer)
+  for at, image in zip(framed.image_at.tolist(), images):
+    view[at:at + len(image)] = image
+  example_batch.seal(framed)
+  assert bytes(framed.buffer) == tfrecord_io.frame(
+      [tfrecord_io.encode_example(i, int(l), int(k)) for i, l, k in zip(images, labels, keys)])
+
+
 def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):
   result = transcode.transcode(str(rec_dir), str(tmp_path / "out"), num_shards=4,
                                num_workers=2, seed=3)
@@ -107,16 +124,17 @@ def test_same_output_for_any_worker_count_and_machine_split(rec_dir, tmp_path):
 def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, monkeypatch):
   full = transcode.transcode(str(rec_dir), str(tmp_path / "full"), num_shards=4, num_workers=1)
   out = tmp_path / "crash"
-  real_write = tfrecord_io.TFRecordWriter.write
+  real_write = tfrecord_io.TFRecordWriter.write_framed
   written = []
 
-  def failing_write(self, record):
+  def failing_write(self, data, num_records):
     written.append(1)
-    if len(written) == 30:  # in the middle of the third shard
+    if len(written) == 3:  # killed halfway through writing the third shard
+      real_write(self, data[:len(data) // 2], num_records)
       raise KeyboardInterrupt("killed")
-    real_write(self, record)
+    real_write(self, data, num_records)
 
-  monkeypatch.setattr(tfrecord_io.TFRecordWriter, "write", failing_write)
+  monkeypatch.setattr(tfrecord_io.TFRecordWriter, "write_framed", failing_write)
   with pytest.raises(KeyboardInterrupt):
     transcode.transcode(str(rec_dir), str(out), num_shards=4, num_workers=1)
   monkeypatch.undo()
@@ -246,3 +264,31 @@ def test_tfrecord_digest_detects_truncation(tmp_path):
   with pytest.raises(ValueError, match="truncated TFRecord"):
     tfrecord_io.digest(str(path))
   assert struct.unpack("<Q", path.read_bytes()[:8]) == (3,)
+
+
+def test_split_records_and_small_reads_give_the_same_shards(rec_dir, tmp_path, monkeypatch):
+  rec = tmp_path / "rec"
+  rec.mkdir()
+  magic = struct.pack("<I", recordio.MAGIC)
+  with recordio.RecordIOWriter(str(rec / "train.rec"), str(rec / "train.idx")) as writer:
+    for key in range(40):
+      # Some images hold the RecordIO magic at an aligned offset: the writer
+      # splits those records, which only the record-at-a-time reader rejoins.
+      image = b"\xff\xd8\xff\xe0" + (magic if key % 3 == 0 else b"abcd") + os.urandom(key * 37)
+      writer.write(recordio.pack_header(recordio.IRHeader(0, key % 4, key, 0), image), key)
+  with insightface.InsightFaceRec(str(rec)) as view:
+    expected = {key: (label, image) for key, label, image in view}
+  normal = transcode.transcode(str(rec), str(tmp_path / "a"), num_shards=3, num_workers=1)
+  _, records = _read_with_tf(tmp_path / "a")
+  assert {k: (l, i) for k, l, i in records} == expected
+  monkeypatch.setattr(rec_batch, "_BLOCK", 300)  # records cross the end of reads
+  monkeypatch.setattr(rec_batch, "_GAP", 0)
+  small = transcode.transcode(str(rec), str(tmp_path / "b"), num_shards=3, num_workers=1)
+  assert small.manifest.shards == normal.manifest.shards
+
+
+def test_batch_framing_size_bound_holds_for_the_widest_fields():
+  lengths = np.array([0, 20000, 3])
+  framed = example_batch.layout(lengths, np.array([-1, 2**62, 0]), np.array([-1, 0, 2**40]))
+  assert len(framed.buffer) <= example_batch.size_bound(lengths)
+  assert len(framed.buffer) >= example_batch.size_bound(lengths) - 3 * 120  # not loose

@@ -65,22 +65,36 @@ def _concatenate(pieces) -> tuple[np.ndarray, np.ndarray]:
   return matrices[valid], sum(widths for _, widths in pieces)
 
 
+# The most bytes around one image: framing 16, tags 4, 7 varints of up to 10
+# bytes, feature names.
+_RECORD_OVERHEAD = 16 + 4 + 7 * 10 + len(tfrecord_io.LABEL_HEADS[10]) + len(
+    tfrecord_io.KEY_HEADS[10]) + len(_IMAGE_HEAD)
+
+
+def size_bound(image_lengths: np.ndarray) -> int:
+  """An upper bound of the bytes `layout` needs for images of these sizes."""
+  return int(np.sum(image_lengths)) + _RECORD_OVERHEAD * len(image_lengths)
+
+
 @dataclasses.dataclass
 class Layout:
   """A buffer of framed records whose image bytes and CRCs are still to be filled."""
 
-  buffer: bytearray
+  buffer: bytearray | memoryview
   image_at: np.ndarray  # where each image's bytes go
   example_start: np.ndarray  # [start, end) of each serialized Example
   example_end: np.ndarray
 
 
-def layout(image_lengths, labels, keys) -> Layout:
+def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Layout:
   """Lays out the TFRecords of Examples `(image, label, key)` given the image sizes.
 
   Args:
     image_lengths, labels, keys: int64 arrays, one entry per record, in
       write order.
+    scratch: optional reusable memory: when large enough, the buffer is its
+      beginning (a memoryview), which saves page faults on fresh memory for
+      every shard. Every byte of it is overwritten (records tile the buffer).
 
   Returns:
     A `Layout`: every byte except the images and the Example CRCs is set
@@ -114,14 +128,16 @@ def layout(image_lengths, labels, keys) -> Layout:
   tail, tail_size = _concatenate([key_heads, (v_key, w_key)])
   sizes = head_size + n_image + tail_size + 4  # + the Example's CRC
   start = np.cumsum(sizes) - sizes
-  buffer = bytearray(int(sizes.sum()))
+  total = int(sizes.sum())
+  buffer = (memoryview(scratch)[:total] if scratch is not None and len(scratch) >= total
+            else bytearray(total))
   _scatter(buffer, start, head, head_size)
   image_at = start + head_size
   _scatter(buffer, image_at + n_image, tail, tail_size)
   return Layout(buffer, image_at, start + 12, image_at + n_image + tail_size)
 
 
-def _scatter(buffer: bytearray, at: np.ndarray, flat: np.ndarray, sizes: np.ndarray):
+def _scatter(buffer, at: np.ndarray, flat: np.ndarray, sizes: np.ndarray):
   """Writes consecutive runs of `flat`, `sizes[i]` bytes each, to `buffer[at[i]:]`."""
   first = np.cumsum(sizes) - sizes  # where each run starts in `flat`
   target = np.repeat(at - first, sizes) + np.arange(len(flat))

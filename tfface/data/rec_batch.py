@@ -1,28 +1,31 @@
 """Many `.rec` image records at known byte offsets, read in bulk (transcode fast path).
 
 `RecordIOReader.read_at` costs a system call and several Python objects per
-record, and a transcode worker reads thousands per shard. Here the `.rec` is
-memory-mapped one window at a time (so resident memory stays bounded however
-large the file) and the heads (RecordIO head, `IRHeader`, first label, first
-image bytes) of all records in a window are parsed by one numpy gather;
-image bytes are later copied from the mapping straight into the output.
+record (about 7 us), and memory-mapping costs page faults (more). A
+transcode worker reads thousands of records, often a large share of the
+file, so here nearby records are read together: one `preadv` per span of
+up to `_BLOCK` bytes whose records lie less than `_GAP` bytes apart (a
+sequential pass when the records are dense, one read per record when they
+are sparse). The heads (RecordIO head, `IRHeader`, first label, leading
+image bytes) of a span's records are parsed by one numpy gather, and the
+image bytes are packed into one staging buffer.
 
 The fast path only vouches for plain records: whole (not split at an
-embedded magic number), with the right magic, inside the file. Every other
-record is marked `ok == False` for the caller to read with `RecordIOReader`,
-which handles split records and raises the exact error for broken ones.
+embedded magic number), with the right magic, inside the span read. Every
+other record is marked `ok == False` for the caller to read with
+`RecordIOReader`, which handles split records and raises the exact error
+for broken ones.
 """
 import dataclasses
-import mmap
 import os
 
 import numpy as np
 
 from tfface.data import recordio
 
-_WINDOW = 16 << 20  # bytes mapped at once (plus _SLACK)
-_SLACK = 1 << 20  # mapped past a window so that records starting in it fit
-_SIGNATURE = 8  # image bytes returned for format checks
+_BLOCK = 8 << 20  # bytes read at once at most
+_GAP = 16 << 10  # records further apart than this are read separately
+_SIGNATURE = 8  # leading image bytes returned for format checks
 _HEAD = 8 + recordio.IR_SIZE + 4  # RecordIO head, IRHeader, first float label
 _MAX_FLAG = 1 << 16  # more labels than this: leave the record to RecordIOReader
 _FIELDS = np.dtype([("magic", "<u4"), ("lrecord", "<u4"), ("flag", "<u4"), ("label", "<f4"),
@@ -30,26 +33,26 @@ _FIELDS = np.dtype([("magic", "<u4"), ("lrecord", "<u4"), ("flag", "<u4"), ("lab
 
 
 @dataclasses.dataclass
-class Heads:
-  """What the fast path read of each record (entries with `ok == False` are unset)."""
+class Images:
+  """Records read by the fast path; entries with `ok == False` are unset."""
 
-  ok: np.ndarray  # bool: a plain record, fully inside the file
-  image_start: np.ndarray  # int64 byte offset of the image in the .rec
-  image_length: np.ndarray  # int64
+  ok: np.ndarray  # bool: a plain record, read whole
   label: np.ndarray  # float32: the header label, or the first of `flag` labels
-  signature: np.ndarray  # (n, 8) uint8: leading image bytes (zero past the end)
+  signature: np.ndarray  # (n, 8) uint8: leading image bytes (zero past the image)
+  staging: bytearray  # the images of the ok records, packed
+  at: np.ndarray  # int64: where each image starts in `staging`
+  length: np.ndarray  # int64: image sizes
 
 
-def _windows(offsets: np.ndarray, size: int):
-  """Yields `(base, end, slice of offsets)` per window holding any offsets (sorted)."""
-  if not len(offsets):
-    return
-  window = offsets // _WINDOW
-  cuts = np.flatnonzero(np.diff(window)) + 1
-  for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(offsets)].tolist()):
-    base = int(offsets[lo]) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
-    end = min(size, (int(window[lo]) + 1) * _WINDOW + _SLACK)
-    yield base, end, slice(lo, hi)
+def _spans(offsets: np.ndarray, ends: np.ndarray):
+  """Yields `(lo, hi)` index ranges of records read with one call."""
+  gaps = np.flatnonzero(offsets[1:] - ends[:-1] > _GAP) + 1
+  for lo, stop in zip(np.r_[0, gaps].tolist(), np.r_[gaps, len(offsets)].tolist()):
+    while lo < stop:  # split long runs into reads of at most _BLOCK bytes
+      hi = lo + int(np.searchsorted(ends[lo:stop], offsets[lo] + _BLOCK, side="right"))
+      hi = max(hi, lo + 1)
+      yield lo, hi
+      lo = hi
 
 
 def _gather(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
@@ -61,66 +64,57 @@ def _gather(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
   return out
 
 
-def read_heads(path: str, offsets: np.ndarray) -> Heads:
-  """Parses the heads of the records at `offsets` (sorted ascending) without copying images.
+def read_images(path: str, offsets: np.ndarray, ends: np.ndarray) -> Images:
+  """Reads the records at `offsets` (ascending) and packs their images.
 
   Args:
     path: the `.rec` file.
-    offsets: int64 byte offsets of records, ascending (sequential access).
+    offsets: int64 byte offsets of records, ascending.
+    ends: for each record, where it ends at the latest (the next record's
+      offset in the file, or the file size); only used to plan the reads.
 
   Returns:
-    `Heads`, one entry per offset.
+    `Images`, one entry per offset.
   """
   count = len(offsets)
-  heads = Heads(np.zeros(count, bool), np.zeros(count, np.int64), np.zeros(count, np.int64),
-                np.zeros(count, np.float32), np.zeros((count, _SIGNATURE), np.uint8))
-  with open(path, "rb") as f:
-    size = os.fstat(f.fileno()).st_size
-    for base, end, part in _windows(offsets, size):
-      with mmap.mmap(f.fileno(), end - base, access=mmap.ACCESS_READ, offset=base) as mm:
-        data = np.frombuffer(mm, dtype=np.uint8)
-        at = offsets[part] - base
-        fields = _gather(data, at, _HEAD).view(_FIELDS)[:, 0]
-        length = (fields["lrecord"] & recordio.LENGTH_MASK).astype(np.int64)
-        flag = fields["flag"].astype(np.int64)
-        labels_end = recordio.IR_SIZE + 4 * flag
-        ok = ((fields["magic"] == recordio.MAGIC) & (fields["lrecord"] >> 29 == 0)
-              & (flag <= _MAX_FLAG) & (length >= labels_end)
-              & (at + 8 + length <= len(data)) & (at + _HEAD <= len(data)))
-        heads.ok[part] = ok
-        heads.image_start[part] = offsets[part] + 8 + labels_end
-        heads.image_length[part] = length - labels_end
-        heads.label[part] = np.where(flag == 0, fields["label"], fields["label0"])
-        heads.signature[part] = _gather(data, np.where(ok, at + 8 + labels_end, len(data)),
-                                        _SIGNATURE)
-        del data, fields  # release the mapping's buffer before it closes
-  ends = heads.image_start + heads.image_length
-  heads.signature[np.arange(_SIGNATURE) >= heads.image_length[:, None]] = 0
-  heads.ok &= ends <= size
-  return heads
-
-
-def copy_images(path: str, starts: np.ndarray, lengths: np.ndarray, target: bytearray,
-                target_at: np.ndarray) -> int:
-  """Copies `.rec` bytes `[starts[i], starts[i] + lengths[i])` to `target[target_at[i]:]`.
-
-  `starts` must be ascending (one sequential pass through the file) and
-  each span must lie inside the file (as `read_heads` checked).
-
-  Returns:
-    The number of spans copied.
-  """
-  out = memoryview(target)
-  with open(path, "rb") as f:
-    size = os.fstat(f.fileno()).st_size
-    for base, end, part in _windows(starts, size):
-      local = starts[part] - base
-      if np.any(local + lengths[part] > end - base):  # read_heads checked this
-        raise ValueError(f"{path}: a span to copy runs past the mapped window at byte "
-                         f"offset {end}")
-      with mmap.mmap(f.fileno(), end - base, access=mmap.ACCESS_READ, offset=base) as mm:
-        with memoryview(mm) as source:
-          for start, length, at in zip(local.tolist(),
-                                       lengths[part].tolist(), target_at[part].tolist()):
-            out[at:at + length] = source[start:start + length]
-  return len(starts)
+  out = Images(np.zeros(count, bool), np.zeros(count, np.float32),
+               np.zeros((count, _SIGNATURE), np.uint8), bytearray(), np.zeros(count, np.int64),
+               np.zeros(count, np.int64))
+  if not count:
+    return out
+  spans = [(lo, hi, max(1, min(int(ends[hi - 1] - offsets[lo]), _BLOCK)))
+            for lo, hi in _spans(offsets, ends)]
+  out.staging = bytearray(sum(size for _, _, size in spans))  # room for every image
+  staging, filled = memoryview(out.staging), 0
+  block = bytearray()
+  with open(path, "rb", buffering=0) as f:
+    for lo, hi, size in spans:
+      start = int(offsets[lo])
+      if len(block) < size:
+        block = bytearray(max(size, min(_BLOCK, 2 * len(block))))
+      got = os.preadv(f.fileno(), [memoryview(block)[:size]], start)
+      data = np.frombuffer(block, dtype=np.uint8, count=got)
+      local = offsets[lo:hi] - start
+      fields = _gather(data, local, _HEAD).view(_FIELDS)[:, 0]
+      length = (fields["lrecord"] & recordio.LENGTH_MASK).astype(np.int64)
+      flag = fields["flag"].astype(np.int64)
+      image = local + 8 + recordio.IR_SIZE + 4 * flag  # where the image starts
+      image_length = length - recordio.IR_SIZE - 4 * flag
+      ok = ((fields["magic"] == recordio.MAGIC) & (fields["lrecord"] >> 29 == 0)
+            & (flag <= _MAX_FLAG) & (image_length >= 0) & (local + _HEAD <= got)
+            & (image + image_length <= got))
+      out.ok[lo:hi] = ok
+      out.label[lo:hi] = np.where(flag == 0, fields["label"], fields["label0"])
+      signature = _gather(data, np.where(ok, image, got), _SIGNATURE)
+      signature[np.arange(_SIGNATURE) >= image_length[:, None]] = 0
+      out.signature[lo:hi] = signature
+      sizes = np.where(ok, image_length, 0)
+      out.at[lo:hi] = filled + np.cumsum(sizes) - sizes
+      out.length[lo:hi] = sizes
+      source = memoryview(block)
+      for src, n, dst in zip(image[ok].tolist(), sizes[ok].tolist(),
+                             out.at[lo:hi][ok].tolist()):
+        staging[dst:dst + n] = source[src:src + n]
+      filled += int(sizes.sum())
+      del data, source  # `block` may be reallocated next
+  return out

@@ -267,12 +267,45 @@ def write_idx(path: str, lines: list[str]):
   os.replace(tmp, path)
 
 
+def _read_idx_fast(path: str) -> tuple[np.ndarray, np.ndarray] | None:
+  """`read_idx` for well-formed files at C speed; None where a line needs a closer look.
+
+  An `.idx` has millions of lines for large datasets; splitting the whole
+  file at once and checking the field count per line with numpy is about 10x
+  faster than a Python loop. Lines are split at '\n' and '\r' like the
+  text-mode reader; anything unusual (non-ASCII, a line without exactly two
+  fields) falls back to it for the error message.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  if not data.isascii():
+    return None
+  chars = np.frombuffer(data, dtype=np.uint8)
+  newline = (chars == 10) | (chars == 13)
+  blank = newline | (chars == 32) | ((chars >= 9) & (chars <= 13))
+  starts = ~blank & np.r_[True, blank[:-1]]  # first character of each field
+  fields_per_line = np.bincount(np.cumsum(newline)[starts])
+  if not np.all((fields_per_line == 0) | (fields_per_line == 2)):
+    return None
+  try:  # numpy parses the byte strings as int() does
+    numbers = np.array(data.split()).astype(np.int64).reshape(-1, 2)
+  except (ValueError, OverflowError):
+    return None
+  return numbers[:, 0].copy(), numbers[:, 1].copy()
+
+
 def read_idx(path: str) -> tuple[np.ndarray, np.ndarray]:
   """Parses an `.idx` file into int64 arrays `(keys, offsets)` in file order.
 
   Raises:
     ValueError: a malformed line (named by its line number) or a repeated key.
   """
+  fast = _read_idx_fast(path)
+  if fast is not None:
+    keys_arr, offsets_arr = fast
+    # Keys are usually ascending, which proves them unique without a sort.
+    if np.all(np.diff(keys_arr) > 0) or len(np.unique(keys_arr)) == len(keys_arr):
+      return keys_arr, offsets_arr
   keys, offsets = [], []
   with open(path) as f:
     for lineno, line in enumerate(f, 1):

@@ -1,7 +1,11 @@
-"""One transcode worker's job: turn a list of `.rec` records into one TFRecord shard.
+"""One transcode worker's job: turn `.rec` records into a group of TFRecord shards.
 
 Runs in worker processes (see `transcode`), so it only needs the `.rec` path
-and the records' keys and byte offsets; it never imports TensorFlow.
+and the records' keys and byte offsets; it never imports TensorFlow. A
+group's records are read together, in file order (`rec_batch`: a
+sequential pass when they are dense), checked with numpy, and each shard is
+then framed in one buffer (`example_batch`), written under a temporary name,
+read back, and renamed.
 """
 import dataclasses
 import json
@@ -46,6 +50,9 @@ class ShardTask:
   offsets: np.ndarray  # their byte offsets in the .rec
   num_classes: int | None  # labels must lie in [0, num_classes) when known
   num_classes_source: str  # where num_classes came from, for error messages
+  # Where each record ends at the latest (next record's offset in the .rec, or
+  # its size); plans the reads. None: the next offset among the task's own.
+  ends: np.ndarray | None = None
 
   @property
   def name(self) -> str:
@@ -89,8 +96,17 @@ def _has_signature(signature: np.ndarray) -> np.ndarray:
   return found
 
 
-def _read_records(task: ShardTask, offsets: np.ndarray, keys: np.ndarray):
-  """Images and labels of the records at `offsets` (ascending), checked.
+def _record_ends(tasks: list[ShardTask], order: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+  """Upper bounds of the ends of the file-ordered records (`offsets`, ascending)."""
+  if all(t.ends is not None for t in tasks):
+    return np.concatenate([t.ends for t in tasks])[order]
+  # Records never overlap, so the next offset bounds a record; the last is
+  # bounded by the file size.
+  return np.append(offsets[1:], os.path.getsize(tasks[0].rec_path))
+
+
+def _read_group(tasks: list[ShardTask]):
+  """Reads and checks the records of all `tasks`, in file order.
 
   The vectorized `rec_batch` path covers plain records with a valid image
   and label; the rest (split records, identity records, anything suspect)
@@ -98,21 +114,29 @@ def _read_records(task: ShardTask, offsets: np.ndarray, keys: np.ndarray):
   same error as a record-at-a-time reader would.
 
   Returns:
-    `(heads, labels, is_image, slow)`: `rec_batch.Heads`, int64 labels, which
-    records are images, and `{index: image bytes}` of images read slowly.
+    `(order, images, labels, is_image, slow, keys)`: `order[j]` is the index
+    (into the tasks' concatenated records) of the j-th record in file order;
+    the rest is per file-ordered record: `rec_batch.Images`, int64 labels,
+    whether it is an image, `{index: image bytes}` of the images read the
+    exact way, and the keys.
   """
-  heads = rec_batch.read_heads(task.rec_path, offsets)
+  task = tasks[0]
+  offsets = np.concatenate([t.offsets for t in tasks])
+  keys = np.concatenate([t.keys for t in tasks])
+  order = np.argsort(offsets, kind="stable")
+  offsets, keys = offsets[order], keys[order]
+  images = rec_batch.read_images(task.rec_path, offsets, _record_ends(tasks, order, offsets))
   # float -> int64 truncates toward zero like int(); huge or non-finite labels
   # stay on the exact path (int() raises there, as it always did).
-  finite = np.abs(heads.label) < 2.0**62
-  labels = np.where(finite, heads.label, 0).astype(np.int64)
-  in_range = finite & (labels >= 0)
+  finite = np.abs(images.label) < 2.0**62
+  labels = np.where(finite, images.label, 0).astype(np.int64)
+  good = finite & (labels >= 0)
   if task.num_classes is not None:
-    in_range &= labels < task.num_classes
-  fast = heads.ok & _has_signature(heads.signature) & in_range
+    good &= labels < task.num_classes
+  good &= images.ok & _has_signature(images.signature)
   is_image = np.ones(len(offsets), dtype=bool)
   slow = {}
-  suspects = np.flatnonzero(~fast).tolist()
+  suspects = np.flatnonzero(~good).tolist()
   if suspects:
     with recordio.RecordIOReader(task.rec_path) as reader:
       for i in suspects:
@@ -121,53 +145,74 @@ def _read_records(task: ShardTask, offsets: np.ndarray, keys: np.ndarray):
           is_image[i] = False
         else:
           labels[i], slow[i] = read
-  return heads, labels, is_image, slow
+  return order, images, labels, is_image, slow, keys
 
 
-def _build(task: ShardTask, report) -> tuple[bytearray, int, np.ndarray]:
-  """The framed TFRecord bytes of the shard: `(buffer, num_records, labels)`."""
-  order = np.argsort(task.offsets, kind="stable")  # file order: sequential reads
-  offsets, keys = task.offsets[order], task.keys[order]
-  heads, labels, is_image, slow = _read_records(task, offsets, keys)
-  # Records to write, as indices into the file-ordered arrays, in write order.
-  chosen = np.argsort(order, kind="stable")
-  chosen = chosen[is_image[chosen]]
-  lengths = heads.image_length.copy()
-  for i, image in slow.items():
-    lengths[i] = len(image)
-  framed = example_batch.layout(lengths[chosen], labels[chosen], keys[chosen])
-  image_at = np.zeros(len(order), dtype=np.int64)
-  image_at[chosen] = framed.image_at
-  fast = is_image.copy()
-  fast[list(slow)] = False
-  rec_batch.copy_images(task.rec_path, heads.image_start[fast], heads.image_length[fast],
-                        framed.buffer, image_at[fast])
-  out = memoryview(framed.buffer)
-  for i, image in slow.items():
-    out[image_at[i]:image_at[i] + len(image)] = image
+def _frame(chosen: np.ndarray, images: rec_batch.Images, labels: np.ndarray,
+           keys: np.ndarray, slow: dict, scratch: bytearray) -> memoryview:
+  """The TFRecord bytes of the file-ordered records `chosen`, in that order."""
+  lengths = images.length[chosen]
+  for j, i in enumerate(chosen.tolist()):
+    if i in slow:
+      lengths[j] = len(slow[i])
+  framed = example_batch.layout(lengths, labels[chosen], keys[chosen], scratch)
+  out, staging = memoryview(framed.buffer), memoryview(images.staging)
+  for dst, src, n in zip(framed.image_at.tolist(), images.at[chosen].tolist(),
+                         lengths.tolist()):
+    out[dst:dst + n] = staging[src:src + n]
+  for j, i in enumerate(chosen.tolist()):
+    if i in slow:
+      out[framed.image_at[j]:framed.image_at[j] + lengths[j]] = slow[i]
   example_batch.seal(framed)
-  if report:
-    report(len(chosen))
-  return framed.buffer, len(chosen), labels[chosen]
+  return memoryview(framed.buffer)
 
 
-def write_shard(task: ShardTask, report=None) -> dict:
-  """Reads the task's records and writes its shard (temporary name, then rename).
+def write_shards(tasks: list[ShardTask], report=None) -> list[dict]:
+  """Reads the records of a group of shards once, then writes each shard.
+
+  Each shard is written to a temporary name, read back and checked, given a
+  sidecar, and renamed; shards finished before an error stay complete.
 
   Args:
-    task: the `ShardTask`.
+    tasks: `ShardTask`s of the same `.rec` (a group sized to fit in memory).
     report: callable `(num_records)` for progress; defaults to the counter
       shared with the parent process.
 
   Returns:
-    The shard's sidecar: file, num_records, sha256, min/max label, bytes.
+    Each shard's sidecar: file, num_records, sha256, min/max label, bytes.
 
   Raises:
     ValueError: a record that is corrupt, not an image, or labelled outside
       `[0, num_classes)`; the message names the file, key and byte offset.
   """
   report = report or (_report_shared if _counter is not None else None)
-  data, num_records, labels = _build(task, report)
+  order, images, labels, is_image, slow, keys = _read_group(tasks)
+  # where[g]: file-ordered index of record g of the concatenated tasks.
+  where = np.empty_like(order)
+  where[order] = np.arange(len(order))
+  scratch = bytearray()  # reused by the shards: fresh memory costs page faults
+  results, first = [], 0
+  for task in tasks:
+    chosen = where[first:first + len(task.keys)]  # write order
+    first += len(task.keys)
+    chosen = chosen[is_image[chosen]]
+    bound = example_batch.size_bound(images.length[chosen]) + sum(map(len, slow.values()))
+    if len(scratch) < bound:
+      scratch = bytearray(bound)
+    with _frame(chosen, images, labels, keys, slow, scratch) as data:
+      results.append(_write(task, data, len(chosen), labels[chosen]))
+    if report:
+      report(len(chosen))
+  return results
+
+
+def write_shard(task: ShardTask, report=None) -> dict:
+  """`write_shards` for a single shard."""
+  return write_shards([task], report)[0]
+
+
+def _write(task: ShardTask, data, num_records: int, labels: np.ndarray) -> dict:
+  """Writes, verifies, records and renames one shard; returns its sidecar."""
   path = os.path.join(task.output_dir, task.name)
   writer = tfrecord_io.TFRecordWriter(path)
   try:

@@ -35,6 +35,10 @@ transcode_log = logging.getLogger(__name__)
 
 STATE_DIR = shard_writer.STATE_DIR
 TARGET_SHARD_BYTES = 128 << 20
+# Source bytes a worker reads at once for a group of shards (its memory is
+# about this plus one shard): large groups turn scattered reads into a
+# sequential pass, and bound memory however large the dataset.
+GROUP_BYTES = 256 << 20
 MIN_SHARDS = 16
 # Shard files and their temporaries: train-00003-of-00016.tfrecord[.tmp-PID]
 _SHARD_FILE = re.compile(r"^[a-z]+-\d{5}-of-\d{5}\.tfrecord(\.tmp-\d+)?$")
@@ -51,6 +55,13 @@ def shard_assignment(num_images: int, num_shards: int, seed: int) -> list[np.nda
   order = np.random.default_rng(seed).permutation(num_images)
   bounds = [i * num_images // num_shards for i in range(num_shards + 1)]
   return [order[bounds[i]:bounds[i + 1]] for i in range(num_shards)]
+
+
+def _record_ends(rec: insightface.InsightFaceRec, offsets: np.ndarray,
+                 rec_bytes: int) -> np.ndarray:
+  """Where each record at `offsets` ends at the latest: the next record's offset."""
+  starts = np.sort(rec.index.offsets)
+  return np.append(starts, rec_bytes)[np.searchsorted(starts, offsets, side="right")]
 
 
 def _plan(rec: insightface.InsightFaceRec, num_shards: int, seed: int) -> dict:
@@ -145,8 +156,20 @@ def _context():
   return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+def _groups(tasks: list, num_workers: int) -> list[list]:
+  """Splits shard tasks into groups of about `GROUP_BYTES` of source records.
+
+  The group count is a multiple of the worker count (balanced load) when
+  there are enough shards; shards are dealt round-robin.
+  """
+  source_bytes = sum(int(np.sum(t.ends - t.offsets)) for t in tasks)
+  count = max(num_workers, -(-source_bytes // GROUP_BYTES))
+  count = min(len(tasks), -(-count // num_workers) * num_workers)
+  return [tasks[i::count] for i in range(count) if tasks[i::count]]
+
+
 def _run_tasks(tasks, num_workers, progress, total):
-  """Writes shards in worker processes (or inline for one worker); returns results."""
+  """Writes shard groups in worker processes (or inline for one worker); returns results."""
   start = time.time()
   results = []
   if num_workers <= 1 or len(tasks) <= 1:
@@ -157,21 +180,21 @@ def _run_tasks(tasks, num_workers, progress, total):
       if progress:
         progress(done[0], total, time.time() - start)
 
-    for task in tasks:
-      results.append(shard_writer.write_shard(task, count))
+    for group in tasks:
+      results += shard_writer.write_shards(group, count)
     return results
   ctx = _context()
   counter = ctx.Value("q", 0)
   with concurrent.futures.ProcessPoolExecutor(
       num_workers, mp_context=ctx, initializer=shard_writer.init_worker,
       initargs=(counter,)) as pool:
-    pending = {pool.submit(shard_writer.write_shard, t) for t in tasks}
+    pending = {pool.submit(shard_writer.write_shards, group) for group in tasks}
     try:
       while pending:
         finished, pending = concurrent.futures.wait(
             pending, timeout=0.5, return_when=concurrent.futures.FIRST_EXCEPTION)
         for future in finished:
-          results.append(future.result())  # re-raises a worker's error
+          results += future.result()  # re-raises a worker's error
         if progress:
           progress(counter.value, total, time.time() - start)
     except BaseException:
@@ -263,12 +286,13 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
     num_classes = rec.declared_num_classes
     source_note = (f"num_classes from {rec.property_path}" if rec.property else
                    f"num_classes from the identity records of {rec.rec_path}")
+    ends = _record_ends(rec, offsets, rec_bytes)
     tasks = [shard_writer.ShardTask(
         rec.rec_path, output_dir, i, num_shards, rec.image_keys[assignment[i]],
-        offsets[assignment[i]], num_classes, source_note) for i in todo]
+        offsets[assignment[i]], num_classes, source_note, ends[assignment[i]]) for i in todo]
     total = sum(len(t.keys) for t in tasks)
     workers = min(num_workers or os.cpu_count() or 1, max(1, len(tasks)))
-    results = _run_tasks(tasks, workers, progress, total)
+    results = _run_tasks(_groups(tasks, workers), workers, progress, total)
     if progress:
       progress(sum(r["num_records"] for r in results), total, time.time() - start, final=True)
     manifest = None

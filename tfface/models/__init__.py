@@ -7,11 +7,15 @@ Backbones (`build_backbone`): `r18`, `r34`, `r50`, `r100`, `r200`
 """
 import functools
 
+from tfface.models import complexity
 from tfface.models import heads
 from tfface.models import iresnet
+from tfface.models import layers
 from tfface.models import mobilefacenet
 from tfface.models import mobilenet
-from tfface.models.heads import MarginHead, SoftmaxHead
+from tfface.models.heads import MarginHead
+from tfface.models.heads import SoftmaxHead
+from tfface.models.layers import GroupedConv2D
 from tfface.models.layers import InputNormalization
 
 _BACKBONES = {
@@ -111,5 +115,5 @@ def build_head(loss, num_classes, embedding_size=None, **kwargs):
 
 
 __all__ = ["build_backbone", "build_head", "BACKBONES", "HEADS", "MarginHead",
-           "SoftmaxHead", "InputNormalization", "heads", "iresnet",
-           "mobilefacenet", "mobilenet"]
+           "SoftmaxHead", "InputNormalization", "GroupedConv2D", "complexity",
+           "heads", "iresnet", "layers", "mobilefacenet", "mobilenet"]

@@ -92,8 +92,15 @@ class Checkpointer:
     """Restores the newest checkpoint of the workdir; returns its path or None."""
     path = self.latest
     if path:
-      # Every tracked object exists already, so anything unmatched is an error.
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+      try:
+        # Every tracked object exists already, so anything unmatched is an error.
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      except (AssertionError, ValueError) as e:
+        raise ValueError(
+            f"{path}: this checkpoint does not fit the model of this run (another "
+            f"--network, --loss or number of identities?); resume with the original "
+            f"settings, or start a new --workdir (with --pretrained={self.workdir} "
+            f"to reuse the backbone). Details: {str(e).splitlines()[0]}") from None
     return path
 
   def save(self, step: int):

@@ -19,6 +19,8 @@ from tfface.training import schedules
 
 def head_options(config) -> dict:
   """Keyword arguments for `build_head`: the scale plus any margin the config sets."""
+  if config.loss == "softmax":
+    return {}  # a plain FC with bias: no scale, no margin
   options = {"s": float(config.head.s)}
   for name in ("m1", "m2", "m3"):
     if config.head[name] is not None:

@@ -1,0 +1,172 @@
+"""Input-pipeline throughput against the JPEG decode ceiling (and MXNet's ImageRecordIter).
+
+  python benchmarks/input_pipeline.py --data_dir=TFRECORDS [--batch_size=256]
+
+Measured in one run, on the same images:
+
+* ceiling: a bare `tf.io.decode_jpeg` loop over the encoded images held in
+  memory, one thread (images/s per core);
+* pipeline, 1 thread: `tfface.data.pipeline.build_dataset` (TFRecord read,
+  shuffle, batched parse, decode, flip, batch) confined to one thread, i.e.
+  images/s per core; the ratio to the ceiling is the pipeline's overhead;
+* pipeline, all cores: the same with tf.data's default thread pool;
+* MXNet `ImageRecordIter` (decode + mirror + normalize, one thread) on the
+  `.rec` the TFRecords were transcoded from, when the manifest names it and
+  the mxnet interpreter (`TFFACE_MXNET_PYTHON` or .venv-mxnet) exists;
+* end to end: steps/s of the tiny synthetic-config model fed by the pipeline
+  beside the same model on one cached batch, i.e. whether input keeps up.
+
+The last line is `pipeline images/s: X`, X being the one-thread (per-core)
+pipeline figure.
+"""
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfface.data import pipeline  # noqa: E402
+from tfface.data import schema  # noqa: E402
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFRecord directory with manifest.json.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 8192, "Images per measurement.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed steps of the tiny model.")
+_TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Batch of the end-to-end steps.")
+_REC_DIR = flags.DEFINE_string("rec_dir", None, "The .rec directory for the MXNet "
+                               "comparison (default: the manifest's source).")
+flags.mark_flags_as_required(["data_dir"])
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_MXNET_SCRIPT = """
+import sys, time, mxnet as mx
+rec, batch, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+it = mx.io.ImageRecordIter(path_imgrec=rec, data_shape=(3, 112, 112), batch_size=batch,
+                           shuffle=False, rand_mirror=True, mean_r=127.5, mean_g=127.5,
+                           mean_b=127.5, scale=1 / 128, preprocess_threads=1,
+                           round_batch=True)
+seen, start = 0, None
+while seen < n:
+  try:
+    b = it.next()
+  except StopIteration:
+    it.reset()
+    continue
+  b.data[0].wait_to_read()
+  if start is None:
+    start = time.perf_counter()  # the first batch pays for thread start-up
+  else:
+    seen += batch
+print(seen / (time.perf_counter() - start))
+"""
+
+
+def _one_thread(ds):
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = 1
+  options.threading.max_intra_op_parallelism = 1
+  return ds.with_options(options)
+
+
+def _rate(ds, num_images):
+  """Images/s of iterating `ds` (batches of images) for `num_images`, first batch excluded."""
+  it = iter(ds)
+  next(it)  # start-up: threads, shuffle buffer, tracing
+  seen, start = 0, time.perf_counter()
+  while seen < num_images:
+    seen += int(next(it)[0].shape[0])
+  return seen / (time.perf_counter() - start)
+
+
+def decode_ceiling(data_dir, manifest, num_images):
+  """One-thread images/s of `tf.io.decode_jpeg` over encoded images in memory."""
+  files = tf.data.Dataset.from_tensor_slices(manifest.shard_paths(data_dir))
+  records = files.interleave(tf.data.TFRecordDataset, cycle_length=4).take(num_images)
+  feature = {schema.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string)}
+  encoded = [tf.io.parse_single_example(r, feature)[schema.FEATURE_IMAGE] for r in records]
+  ds = tf.data.Dataset.from_tensor_slices(tf.stack(encoded)).cache().repeat()
+
+  def decode(image):
+    return (tf.io.decode_jpeg(image, channels=3),)
+
+  return _rate(_one_thread(ds.map(decode).batch(256)), num_images)
+
+
+def pipeline_rate(data_dir, batch_size, num_images, one_thread):
+  ds = pipeline.build_dataset(data_dir, batch_size, pipeline.InputOptions(seed=0))
+  return _rate(_one_thread(ds) if one_thread else ds, num_images)
+
+
+def mxnet_rate(rec_dir, batch_size, num_images):
+  """MXNet ImageRecordIter images/s with one thread, or None when unavailable."""
+  python = os.environ.get("TFFACE_MXNET_PYTHON",
+                          os.path.join(_REPO, ".venv-mxnet", "bin", "python"))
+  rec = os.path.join(rec_dir or "", "train.rec")
+  if not (rec_dir and os.path.isfile(rec) and os.path.exists(python)):
+    return None
+  out = subprocess.run([python, "-c", _MXNET_SCRIPT, rec, str(batch_size), str(num_images)],
+                       capture_output=True, text=True, timeout=900, check=True)
+  return float(out.stdout.strip().splitlines()[-1])
+
+
+def end_to_end(data_dir, manifest, batch_size, steps):
+  """Steps/s of the tiny synthetic model fed by the pipeline and on one cached batch."""
+  from tfface.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfface.training import task as task_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config_file(os.path.join(_REPO, "configs", "synthetic.py"))
+  image_size = tuple(manifest.image_size or (112, 112))
+  task = task_lib.build_task(config, manifest.num_classes, image_size, batch_size, 1,
+                             1000, 0.01)
+  ds = pipeline.build_dataset(data_dir, batch_size, pipeline.InputOptions(seed=0))
+
+  @tf.function
+  def step(images, labels):
+    return task.replica_step(images, labels)["loss"]
+
+  def timed(batches):
+    float(step(*next(batches)))  # trace
+    start = time.perf_counter()
+    for _ in range(steps):
+      float(step(*next(batches)))
+    return steps / (time.perf_counter() - start)
+
+  fed = timed(iter(ds))
+  cached = next(iter(ds))
+  return fed, timed(iter(lambda: cached, None))
+
+
+def main(argv):
+  del argv  # unused
+  data_dir, batch, n = _DATA_DIR.value, _BATCH_SIZE.value, _NUM_IMAGES.value
+  manifest = schema.load_manifest(data_dir)
+  cores = os.cpu_count()
+  print(f"{data_dir}: {manifest.num_images} images; batch {batch}; {n} images per "
+        f"measurement; {cores} cores", flush=True)
+  ceiling = decode_ceiling(data_dir, manifest, n)
+  print(f"decode ceiling (tf.io.decode_jpeg, 1 thread): {ceiling:,.0f} images/s", flush=True)
+  one = pipeline_rate(data_dir, batch, n, one_thread=True)
+  print(f"pipeline, 1 thread: {one:,.0f} images/s = {one / ceiling:.2f} x ceiling",
+        flush=True)
+  full = pipeline_rate(data_dir, batch, n, one_thread=False)
+  print(f"pipeline, all {cores} cores: {full:,.0f} images/s = {full / ceiling:.2f} x "
+        "the 1-thread ceiling", flush=True)
+  mx = mxnet_rate(_REC_DIR.value or manifest.source.get("rec_dir"), batch, n)
+  if mx is None:
+    print("MXNet ImageRecordIter: skipped (no .rec or no mxnet interpreter)")
+  else:
+    print(f"MXNet ImageRecordIter, 1 thread: {mx:,.0f} images/s; pipeline / MXNet = "
+          f"{one / mx:.2f}", flush=True)
+  if _TRAIN_STEPS.value:
+    fed, cached = end_to_end(data_dir, manifest, _TRAIN_BATCH.value, _TRAIN_STEPS.value)
+    print(f"tiny model, batch {_TRAIN_BATCH.value}: {fed:.2f} steps/s fed by the pipeline, "
+          f"{cached:.2f} steps/s on a cached batch = {fed / cached:.2f}", flush=True)
+  print(f"pipeline images/s: {one:.0f}")
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))

@@ -1,0 +1,70 @@
+"""A run killed with SIGKILL resumes from its last checkpoint exactly where it stood.
+
+Deterministic input mode makes the comparison exact: the resumed run must end
+with the same weights as an uninterrupted run of the same command, and print
+the same loss and learning rate at every step after the restart.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TOOLS
+import training_data
+
+TOTAL = 24
+
+
+def _command(data_dir, workdir):
+  return [sys.executable, str(TOOLS / "train.py"), f"--data_dir={data_dir}",
+          f"--workdir={workdir}", f"--total_steps={TOTAL}", "--checkpoint_every=4",
+          "--batch_size=8", "--config.input.deterministic=True",
+          "--config.log_every=1", "--config.verify_at_start=False"]
+
+
+def _steps(stdout):
+  """{step: 'loss ... lr ...'} from the progress lines (images/s and ETA dropped)."""
+  return {int(m.group(1)): m.group(2) for m in
+          re.finditer(r"^step (\d+)/\d+ (loss \S+ acc \S+ lr \S+)", stdout, re.M)}
+
+
+def _sha(stdout):
+  return re.search(r"weights sha256 ([0-9a-f]{64})", stdout).group(1)
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_resumes_like_an_uninterrupted_run(tmp_path):
+  data = str(tmp_path / "data")
+  training_data.labelled_dataset(data, num_classes=8, per_class=8, num_shards=2)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+  reference = subprocess.run(_command(data, tmp_path / "reference"), env=env,
+                             capture_output=True, text=True, timeout=600, check=True)
+
+  workdir = tmp_path / "killed"
+  victim = subprocess.Popen(_command(data, workdir), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+  marker = workdir / "ckpt" / "ckpt-8.index"
+  deadline = time.time() + 500
+  while not marker.exists() and victim.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  victim.send_signal(signal.SIGKILL)
+  killed_output = victim.communicate(timeout=60)[0]
+  assert f"finished at step {TOTAL}" not in killed_output, "the run ended before the kill"
+
+  resumed = subprocess.run(_command(data, workdir), env=env, capture_output=True,
+                           text=True, timeout=600, check=True)
+  match = re.search(r"resumed from \S+ckpt-(\d+) at step (\d+)", resumed.stdout)
+  assert match, resumed.stdout
+  start = int(match.group(2))
+  assert match.group(1) == match.group(2) and 8 <= start < TOTAL
+
+  expected, got = _steps(reference.stdout), _steps(resumed.stdout)
+  assert sorted(got) == list(range(start + 1, TOTAL + 1))
+  for step in got:
+    assert got[step] == expected[step], step  # same loss and learning rate
+  assert _sha(resumed.stdout) == _sha(reference.stdout)  # same weights at the end

@@ -1,0 +1,121 @@
+"""MirroredStrategy on two logical CPUs and MultiWorkerMirroredStrategy on 127.0.0.1.
+
+Logical devices must be set before TensorFlow initializes, so every run is a
+fresh `tools/train.py` process.
+"""
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import TOOLS
+from conftest import run_tool
+import tfface  # noqa: F401  (registers the layers that .keras files need)
+import training_data
+
+STEPS = 6
+
+
+def _losses(workdir):
+  """Full-precision train/loss per step from the TensorBoard events."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "train/loss":
+          out[event.step] = float(tf.make_ndarray(value.tensor))
+  return out
+
+
+def _mirrored_halves_dataset(directory, per_replica=4, steps=STEPS):
+  """Records in which every per-replica batch is followed by an identical one.
+
+  Then two replicas see the same images as one device with twice the batch,
+  BatchNorm statistics included, and the two runs must agree to rounding.
+  """
+  images, labels = [], []
+  for step in range(steps + 1):
+    half = [(3 * step + i) % 10 for i in range(per_replica)]
+    for _ in range(2):
+      images += [training_data.jpeg(training_data.face_like(c, step)) for c in half]
+      labels += half
+  training_data.write_dataset(directory, images, labels, num_shards=1, num_classes=10)
+
+
+def test_mirrored_two_cpus_matches_one_device(tmp_path):
+  data = str(tmp_path / "data")
+  _mirrored_halves_dataset(data)
+  common = [f"--data_dir={data}", f"--total_steps={STEPS}", "--checkpoint_every=100",
+            "--config.input.shuffle=False", "--config.input.random_flip=False",
+            "--config.input.deterministic=True", "--config.log_every=1",
+            "--config.verify_at_start=False", "--config.clip_norm=1.0", "--lr=0.05"]
+  one = run_tool("train", *common, f"--workdir={tmp_path / 'one'}", "--batch_size=8",
+                 "--strategy=one_device")
+  two = run_tool("train", *common, f"--workdir={tmp_path / 'two'}", "--batch_size=4",
+                 "--strategy=mirrored", "--cpu_replicas=2")
+  assert "global batch 8 = 8 x 1 replica(s)" in one.stdout
+  assert "global batch 8 = 4 x 2 replica(s)" in two.stdout
+  loss_one, loss_two = _losses(str(tmp_path / "one")), _losses(str(tmp_path / "two"))
+  assert sorted(loss_one) == sorted(loss_two) == list(range(1, STEPS + 1))
+  for step in loss_one:
+    assert loss_two[step] == pytest.approx(loss_one[step], rel=1e-4), step
+  assert loss_one[STEPS] < loss_one[1]  # it trained
+  a = keras.saving.load_model(tmp_path / "one" / "backbone.keras")
+  b = keras.saving.load_model(tmp_path / "two" / "backbone.keras")
+  for x, y in zip(a.weights, b.weights):
+    np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def _free_ports(n):
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_trains_identically_and_only_the_chief_writes(tmp_path):
+  data = str(tmp_path / "data")
+  training_data.labelled_dataset(data, num_classes=6, per_class=8, num_shards=4)
+  workdir = tmp_path / "shared"
+  workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, str(TOOLS / "train.py"), f"--data_dir={data}",
+         f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2",
+         "--batch_size=4", "--strategy=multi_worker", "--config.log_every=1",
+         "--config.verify_at_start=False"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outputs = []
+  try:
+    for proc in procs:
+      outputs.append(proc.communicate(timeout=400))
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  for proc, (out, err) in zip(procs, outputs):
+    assert proc.returncode == 0, err[-3000:]
+  chief_out, other_out = outputs[0][0], outputs[1][0]
+  assert "global batch 8 = 4 x 2 replica(s)" in chief_out
+  assert re.search(r"^\[worker 1\] step 4/4 loss", other_out, re.M), other_out
+  shas = [re.search(r"weights sha256 ([0-9a-f]{64})", out).group(1) for out, _ in outputs]
+  assert shas[0] == shas[1]  # the all-reduce kept the replicas identical
+  assert len(glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))) == 1
+  assert tf.train.latest_checkpoint(str(workdir / "ckpt")).endswith("ckpt-4")
+  assert sorted(os.listdir(workdir)) == ["backbone.keras", "ckpt", "config.json",
+                                         "tensorboard"]

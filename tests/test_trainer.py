@@ -1,0 +1,155 @@
+"""The train tool end to end on tiny data: workdir layout, summaries, errors, fine-tuning."""
+import glob
+import json
+import os
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from conftest import run_tool
+import tfface  # noqa: F401  (registers the layers that .keras files need)
+from tfface.training import checkpointing
+from tfface.training import config as config_lib
+from tfface.training import task as task_lib
+from tfface.training import trainer
+import training_data
+
+SMALL = ["--batch_size=8", "--config.log_every=1"]
+SYNTHETIC = str(REPO / "configs" / "synthetic.py")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+  return training_data.synthetic_dataset(str(tmp_path_factory.mktemp("synth")))
+
+
+def _train_in_process(workdir, data_dir, **kw):
+  config = config_lib.load_config_file(SYNTHETIC)
+  overrides = dict({"log_every": 1, "verify_at_start": False}, **kw.pop("overrides", {}))
+  kw.setdefault("batch_size", 8)
+  return trainer.train(config, str(workdir), overrides=overrides, data_dir=data_dir,
+                       **kw)
+
+
+def _scalar_tags(workdir):
+  tags = set()
+  for path in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
+def test_train_tool_writes_the_workdir_others_rely_on(synth, tmp_path):
+  rec, tfr = synth
+  workdir = str(tmp_path / "run")
+  proc = run_tool("train", "--dataset=synthetic", f"--data_dir={tfr}",
+                  f"--val_bins={rec}/synth_val.bin", f"--workdir={workdir}",
+                  "--total_steps=4", "--checkpoint_every=2", "--verify_every=2", *SMALL)
+  out = proc.stdout
+  assert re.search(r"^Accuracy-Flip before training: 0\.\d{4}$", out, re.M), out
+  assert re.search(r"^Accuracy-Flip after training: 0\.\d{4}$", out, re.M), out
+  assert re.search(r"^step 4/4 loss \d+\.\d+ acc .* lr .* images/s ETA", out, re.M), out
+  assert "[synth_val][4]Accuracy-Flip:" in out and "[synth_val][2]XNorm:" in out
+
+  assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-4")
+  for name in ("backbone.keras", "best_backbone.keras", "config.json"):
+    assert os.path.isfile(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "verification.json")) as f:
+    record = json.load(f)["synth_val"]
+  assert record["step"] == 4 and 0.0 <= record["accuracy_flip_mean"] <= 1.0
+  assert {"best_threshold", "best_accuracy", "best_step", "xnorm"} <= set(record)
+  with open(os.path.join(workdir, "config.json")) as f:
+    saved = json.load(f)
+  assert saved["resolved"]["num_classes"] == 12 and saved["resolved"]["total_steps"] == 4
+
+  # backbone.keras is the checkpoint's backbone: raw pixels in, raw embedding out.
+  exported = keras.saving.load_model(os.path.join(workdir, "backbone.keras"))
+  config = config_lib.load_config_file(SYNTHETIC)
+  rebuilt = task_lib.build_backbone(config, (112, 112))
+  tf.train.Checkpoint(backbone=rebuilt).read(
+      os.path.join(workdir, "ckpt", "ckpt-4")).expect_partial()
+  pixels = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3)).astype("float32")
+  a, b = exported(pixels, training=False), rebuilt(pixels, training=False)
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(np.linalg.norm(a, axis=1), 1.0)
+
+  tags = _scalar_tags(workdir)
+  assert {"train/loss", "train/accuracy", "train/learning_rate", "train/images_per_second",
+          "verification/synth_val/accuracy_flip", "verification/synth_val/xnorm",
+          "verification/synth_val/best_accuracy_flip"} <= tags
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint_intact(synth, tmp_path):
+  _, tfr = synth
+  workdir = tmp_path / "nan"
+  _train_in_process(workdir, tfr, total_steps=2, checkpoint_every=2, loss="softmax")
+  with open(workdir / "backbone.keras", "rb") as f:
+    good = f.read()
+  proc = run_tool("train", f"--data_dir={tfr}", f"--workdir={workdir}", "--loss=softmax",
+                  "--lr=1e30", "--total_steps=8", "--checkpoint_every=1", *SMALL,
+                  check=False)
+  assert proc.returncode == 1, proc.stderr
+  assert re.search(r"error: loss is (nan|inf) at step [34]", proc.stderr), proc.stderr
+  assert "ckpt-2, left intact" in proc.stderr
+  assert tf.train.latest_checkpoint(str(workdir / "ckpt")).endswith("ckpt-2")
+  with open(workdir / "backbone.keras", "rb") as f:
+    assert f.read() == good
+
+
+def test_labels_outside_the_manifest_range_fail_at_start(tmp_path):
+  images = [training_data.jpeg(training_data.face_like(i, 0)) for i in range(8)]
+  training_data.write_dataset(str(tmp_path / "bad"), images, [0, 1, 2, 0, 5, 1, 2, 0],
+                              num_shards=1, num_classes=3, keys=range(101, 109))
+  proc = run_tool("train", f"--data_dir={tmp_path / 'bad'}", f"--workdir={tmp_path / 'w'}",
+                  "--total_steps=3", "--config.input.deterministic=True",
+                  "--config.input.shuffle=False", *SMALL, check=False)
+  assert proc.returncode == 1
+  assert "labels outside [0, num_classes), num_classes=3" in proc.stderr, proc.stderr
+  assert "105" in proc.stderr and "5" in proc.stderr
+  assert not os.path.exists(tmp_path / "w" / "ckpt" / "checkpoint")
+
+
+def test_fine_tuning_onto_other_identities_builds_a_new_head(synth, tmp_path):
+  _, tfr = synth
+  first = tmp_path / "first"
+  _train_in_process(first, tfr, total_steps=2, checkpoint_every=2)
+  other = str(tmp_path / "five")
+  training_data.labelled_dataset(other, num_classes=5, per_class=4, num_shards=2)
+  second = tmp_path / "second"
+  result = _train_in_process(second, other, total_steps=2, pretrained=str(first),
+                             overrides={"freeze_backbone_steps": 2})
+  assert result.step == 2
+  before = keras.saving.load_model(first / "backbone.keras")
+  after = keras.saving.load_model(second / "backbone.keras")
+  for a, b in zip(before.trainable_weights, after.trainable_weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())  # frozen: head-only steps
+  reader = tf.train.load_checkpoint(str(second / "ckpt"))
+  assert reader.get_variable_to_shape_map()["head/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [
+      5, 128]
+
+  # The other --pretrained forms: a checkpoint prefix and a .keras file.
+  config = config_lib.load_config_file(SYNTHETIC)
+  for source in (str(first / "ckpt" / "ckpt-2"), str(first / "backbone.keras")):
+    fresh = task_lib.build_backbone(config, (112, 112))
+    checkpointing.load_pretrained(source, fresh)
+    for a, b in zip(before.weights, fresh.weights):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+  config.backbone.overrides.units = (1, 1, 2, 1)
+  wrong = task_lib.build_backbone(config, (112, 112))
+  with pytest.raises(ValueError, match="does not match"):
+    checkpointing.load_pretrained(str(first / "backbone.keras"), wrong)
+
+
+def test_triplet_fine_tuning_seed_command(synth, tmp_path):
+  _, tfr = synth
+  first = tmp_path / "softmax"
+  _train_in_process(first, tfr, total_steps=2, loss="softmax")
+  proc = run_tool("train", "--loss", "triplet", "--lr", "0.005", "--pretrained", str(first),
+                  f"--data_dir={tfr}", f"--workdir={tmp_path / 'triplet'}",
+                  "--total_steps=2", "--batch_size=10", "--config.log_every=1")
+  assert "pretrained: backbone weights from" in proc.stdout
+  assert re.search(r"step 2/2 loss \d+\.\d+ .* lr 0\.005 ", proc.stdout), proc.stdout
