@@ -45,6 +45,8 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/transcode.py --work_dir=bench_run/transcode
+	$(PY) benchmarks/input_pipeline.py --data_dir=bench_run/transcode/tfrecords
+	$(PY) benchmarks/train_step.py --networks=r18,r50,mbf --batch_size=32 --steps=3
 
 clean:
 	rm -rf $(DEMO) bench_run

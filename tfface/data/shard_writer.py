@@ -151,18 +151,18 @@ def _read_group(tasks: list[ShardTask]):
 def _frame(chosen: np.ndarray, images: rec_batch.Images, labels: np.ndarray,
            keys: np.ndarray, slow: dict, scratch: bytearray) -> memoryview:
   """The TFRecord bytes of the file-ordered records `chosen`, in that order."""
-  lengths = images.length[chosen]
-  for j, i in enumerate(chosen.tolist()):
-    if i in slow:
-      lengths[j] = len(slow[i])
+  staged = images.length[chosen]  # 0 for the images read the exact way
+  lengths = staged.copy()
+  slow_rows = [(j, slow[i]) for j, i in enumerate(chosen.tolist()) if i in slow]
+  for j, image in slow_rows:
+    lengths[j] = len(image)
   framed = example_batch.layout(lengths, labels[chosen], keys[chosen], scratch)
   out, staging = memoryview(framed.buffer), memoryview(images.staging)
   for dst, src, n in zip(framed.image_at.tolist(), images.at[chosen].tolist(),
-                         lengths.tolist()):
+                         staged.tolist()):
     out[dst:dst + n] = staging[src:src + n]
-  for j, i in enumerate(chosen.tolist()):
-    if i in slow:
-      out[framed.image_at[j]:framed.image_at[j] + lengths[j]] = slow[i]
+  for j, image in slow_rows:
+    out[framed.image_at[j]:framed.image_at[j] + len(image)] = image
   example_batch.seal(framed)
   return memoryview(framed.buffer)
 

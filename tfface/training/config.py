@@ -44,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
       "m2": config_dict.placeholder(float),
       "m3": config_dict.placeholder(float),
       "easy_margin": False,
+      # Fraction of the steps trained without the margin (s * cos logits)
+      # before the margin applies: helps small models out of the start.
+      "margin_warmup": 0.0,
   })
   c.triplet = ml_collections.ConfigDict({
       "margin": 0.3,  # InsightFace's triplet_alpha

@@ -37,7 +37,7 @@ _PAPER_RECIPE = {
     "base_lr": 0.1, "batch_size": 128, "schedule.kind": "step",
     "schedule.decay_at": (100_000 / 180_000, 160_000 / 180_000),
     "schedule.warmup_fraction": 0.0, "epochs": 180_000 * 512 / 5_822_653,
-    "head.s": 64.0, "clip_norm": None, "checkpoint_every": 2000, "verify_every": 2000,
+    "head.s": 64.0, "head.margin_warmup": 0.0, "clip_norm": None, "checkpoint_every": 2000, "verify_every": 2000,
     "log_every": 50,
 }
 

@@ -92,26 +92,35 @@ class FaceTask:
   def learning_rate(self):
     return self.schedule(self.step)
 
-  def _loss(self, images, labels):
+  def _loss(self, images, labels, use_margin):
     embeddings = self.backbone(images, training=True)
     if self.triplet:
       tc = self.config.triplet
       loss = losses.triplet_loss(labels, embeddings, margin=tc.margin, mining=tc.mining)
       return loss / self.num_replicas, tf.zeros([], tf.float32)
-    logits = self.head(embeddings, labels, training=True)
+    # Without labels a margin head returns s * cos: the margin warm-up.
+    logits = self.head(embeddings, labels if use_margin else None, training=True)
     per_example = losses.softmax_cross_entropy(labels, logits)
     # Training accuracy from the margin logits, as InsightFace reports it.
     correct = tf.reduce_sum(tf.cast(
         tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32))
     return tf.reduce_sum(per_example) / self.global_batch, correct / self.global_batch
 
-  def replica_step(self, images, labels, train_backbone=True):
-    """One optimizer update on this replica's batch; returns its share of the metrics."""
+  def replica_step(self, images, labels, train_backbone=True, use_margin=True):
+    """One optimizer update on this replica's batch; returns its share of the metrics.
+
+    Args:
+      images: uint8 [batch, H, W, 3].
+      labels: int [batch].
+      train_backbone: False updates the head only (`freeze_backbone_steps`).
+      use_margin: False trains a margin head without its margin (s * cos
+        logits, a normalized softmax), the warm-up of `head.margin_warmup`.
+    """
     labels = tf.cast(labels, tf.int32)
     variables = self.variables(train_backbone)
     decayed = [v for v in variables if id(v) in self._decayed]
     with tf.GradientTape() as tape:
-      data_loss, accuracy = self._loss(images, labels)
+      data_loss, accuracy = self._loss(images, labels, use_margin)
       decay = losses.l2_weight_decay(decayed, self.config.weight_decay)
       total = data_loss + decay / self.num_replicas
       scaled = self.optimizer.scale_loss(total) if self.mixed else total

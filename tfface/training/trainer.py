@@ -209,11 +209,14 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
       manifest=manifest, start_step=start)
   iterator = iter(dataset)
 
+  margin_from = round(config.head.margin_warmup * plan.total_steps)
+
   @tf.function
-  def train_step(iterator, train_backbone):
+  def train_step(iterator, train_backbone, use_margin):
     images, labels = next(iterator)
     per_replica = strategy.run(task.replica_step, args=(images, labels),
-                               kwargs={"train_backbone": train_backbone})
+                               kwargs={"train_backbone": train_backbone,
+                                       "use_margin": use_margin})
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
             for k, v in per_replica.items()}
 
@@ -234,7 +237,8 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
   reporter.start(step)
   while step < plan.total_steps:
     try:
-      metrics = train_step(iterator, step >= config.freeze_backbone_steps)
+      metrics = train_step(iterator, step >= config.freeze_backbone_steps,
+                           step >= margin_from)
     except tf.errors.InvalidArgumentError as e:
       label_error = _label_error(e, config.data_dir)
       if label_error is not None:
