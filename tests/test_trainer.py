@@ -113,16 +113,21 @@ def test_labels_outside_the_manifest_range_fail_at_start(tmp_path):
   assert not os.path.exists(tmp_path / "w" / "ckpt" / "checkpoint")
 
 
-def test_fine_tuning_onto_other_identities_builds_a_new_head(synth, tmp_path):
+def test_fine_tuning_onto_other_identities_builds_a_new_head(synth, tmp_path, capsys):
   _, tfr = synth
   first = tmp_path / "first"
   _train_in_process(first, tfr, total_steps=2, checkpoint_every=2)
+  # Five identities, and one record whose JPEG is cut short.
   other = str(tmp_path / "five")
-  training_data.labelled_dataset(other, num_classes=5, per_class=4, num_shards=2)
+  images = [training_data.jpeg(training_data.face_like(i % 5, i)) for i in range(20)]
+  images[7] = images[7][:300]
+  training_data.write_dataset(other, images, [i % 5 for i in range(20)], num_shards=2)
   second = tmp_path / "second"
   result = _train_in_process(second, other, total_steps=2, pretrained=str(first),
                              overrides={"freeze_backbone_steps": 2})
   assert result.step == 2
+  assert result.skipped_records >= 1  # the cut record, once per pass decoded so far
+  assert f"skipped records {result.skipped_records}" in capsys.readouterr().out
   before = keras.saving.load_model(first / "backbone.keras")
   after = keras.saving.load_model(second / "backbone.keras")
   for a, b in zip(before.trainable_weights, after.trainable_weights):

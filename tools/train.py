@@ -14,6 +14,7 @@ overrides any field and wins over the shortcut flags. Rerunning the same
 command resumes from the last checkpoint in the workdir. See
 docs/training.md.
 """
+import logging
 import os
 
 from absl import flags
@@ -63,6 +64,8 @@ _MIXED_PRECISION = flags.DEFINE_bool("mixed_precision", None,
 def main(argv):
   del argv  # unused
   from tfface.training import trainer  # after absl parsed the flags: fast --help
+  # TensorFlow logs an INFO line per checkpoint shard; progress lines suffice.
+  logging.getLogger("tensorflow").setLevel(logging.WARNING)
   config = _CONFIG.value
   if _DATASET.value and not flags.FLAGS["config"].present:
     # The dataset's own config file; --config.* overrides are re-applied to it.

@@ -44,6 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
       "m2": config_dict.placeholder(float),
       "m3": config_dict.placeholder(float),
       "easy_margin": False,
+      # Class centres start as N(0, std^2) (arcface_torch: 0.01).
+      "kernel_init_std": 0.01,
       # Fraction of the steps trained without the margin (s * cos logits)
       # before the margin applies: helps small models out of the start.
       "margin_warmup": 0.0,

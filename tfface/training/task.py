@@ -21,7 +21,9 @@ def head_options(config) -> dict:
   """Keyword arguments for `build_head`: the scale plus any margin the config sets."""
   if config.loss == "softmax":
     return {}  # a plain FC with bias: no scale, no margin
-  options = {"s": float(config.head.s)}
+  options = {"s": float(config.head.s),
+             "kernel_initializer": keras.initializers.RandomNormal(
+                 stddev=float(config.head.kernel_init_std))}
   for name in ("m1", "m2", "m3"):
     if config.head[name] is not None:
       options[name] = float(config.head[name])

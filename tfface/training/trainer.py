@@ -110,10 +110,14 @@ def _label_error(error, data_dir):
 
 
 def weights_fingerprint(*modules) -> str:
-  """SHA-256 of every weight's bytes: equal on workers that hold equal weights."""
+  """SHA-256 of the trainable weights' bytes: equal on workers that hold equal weights.
+
+  BatchNorm moving statistics are left out: as in PyTorch DDP and MXNet, each
+  replica averages its own batches, and the chief's are the ones saved.
+  """
   digest = hashlib.sha256()
   for module in modules:
-    for weight in module.weights:
+    for weight in module.trainable_weights:
       digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
   return digest.hexdigest()
 
@@ -271,5 +275,5 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
   result.skipped_records = stats.skipped
   result.weights_sha256 = weights_fingerprint(*task.modules)
   reporter.line(f"finished at step {step}; skipped records {result.skipped_records}; "
-                f"weights sha256 {result.weights_sha256}")
+                f"trainable weights sha256 {result.weights_sha256}")
   return result
