@@ -132,6 +132,10 @@ class FaceTask:
     return {"loss": data_loss, "accuracy": accuracy,
             "weight_decay": decay / self.num_replicas}
 
+  def weights_finite(self):
+    """True when every trainable weight is finite (checked before each save)."""
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in self.variables()])
+
   def _prepare_gradients(self, grads):
     """Clips by the global norm of the summed gradient when asked.
 

@@ -214,6 +214,7 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
   iterator = iter(dataset)
 
   margin_from = round(config.head.margin_warmup * plan.total_steps)
+  weights_finite = tf.function(task.weights_finite)
 
   @tf.function
   def train_step(iterator, train_backbone, use_margin):
@@ -237,7 +238,7 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
     result.accuracy_before = verify(0)
     reporter.line(f"Accuracy-Flip before training: {result.accuracy_before:.4f}")
 
-  step, saved, verified = start, start, start
+  step, verified = start, start
   reporter.start(step)
   while step < plan.total_steps:
     try:
@@ -260,13 +261,17 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
       reporter.progress(step, loss, float(metrics["accuracy"]),
                         float(task.learning_rate()), stats.skipped)
     if step % config.checkpoint_every == 0 or step == plan.total_steps:
+      # A finite loss was computed before this step's update; the weights
+      # after it must be checked too before they overwrite a good checkpoint.
+      if not bool(weights_finite()):
+        raise NonFiniteLossError(
+            f"the weights became NaN/Inf at step {step}; stopped without saving. "
+            f"The last good checkpoint is {saver.latest or '(none yet)'}, left intact. "
+            "Lower the learning rate (--lr) or set --config.clip_norm")
       saver.save(step)
-      saved = step
     if verifier and (step % config.verify_every == 0 or step == plan.total_steps):
       result.accuracy_after = verify(step)
       verified = step
-  if saved != step:
-    saver.save(step)
   if verifier and verified != step:
     result.accuracy_after = verify(step)
   if result.accuracy_after is not None:
