@@ -157,4 +157,20 @@ def test_triplet_fine_tuning_seed_command(synth, tmp_path):
                   f"--data_dir={tfr}", f"--workdir={tmp_path / 'triplet'}",
                   "--total_steps=2", "--batch_size=10", "--config.log_every=1")
   assert "pretrained: backbone weights from" in proc.stdout
-  assert re.search(r"step 2/2 loss \d+\.\d+ .* lr 0\.005 ", proc.stdout), proc.stdout
+  assert "peak lr 0.005 (--lr, absolute)" in proc.stdout
+  assert re.search(r"^step 2/2 loss \d+\.\d+ ", proc.stdout, re.M), proc.stdout
+
+
+def test_mixed_precision_keeps_head_and_embedding_float32(synth, tmp_path):
+  _, tfr = synth
+  workdir = tmp_path / "mixed"
+  proc = run_tool("train", f"--data_dir={tfr}", f"--workdir={workdir}", "--mixed_precision",
+                  "--total_steps=2", "--config.verify_at_start=False", *SMALL)
+  assert re.search(r"^step 2/2 loss \d+\.\d+ ", proc.stdout, re.M), proc.stdout
+  names = tf.train.load_checkpoint(str(workdir / "ckpt")).get_variable_to_shape_map()
+  assert any("dynamic_scale" in name for name in names)  # the loss-scale optimizer
+  assert names["head/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [12, 128]
+  backbone = keras.saving.load_model(workdir / "backbone.keras")
+  assert backbone.compute_dtype == "float16" or any(
+      layer.compute_dtype == "float16" for layer in backbone.layers)
+  assert backbone(np.zeros((1, 112, 112, 3), "float32")).dtype == "float32"

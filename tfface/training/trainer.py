@@ -152,8 +152,16 @@ def train(config, workdir=None, overrides=None, **shortcuts) -> TrainResult:
   if config.input.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
+  previous_policy = keras.mixed_precision.global_policy()
   if config.mixed_precision:
     keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    return _setup_and_run(config, workdir, strategy)
+  finally:
+    keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _setup_and_run(config, workdir, strategy):
   chief = strategy_lib.is_chief(strategy)
   manifest = datasets.load_manifest(config)
   plan = _plan(config, manifest, strategy.num_replicas_in_sync)
