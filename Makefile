@@ -37,11 +37,21 @@ $(MXVENV)/.installed: requirements-mxnet.txt
 test: $(VENV)/.test-installed $(MXVENV)/.installed
 	TFFACE_MXNET_PYTHON=$(abspath $(MXVENV))/bin/python $(PY) -m pytest
 
+# The main job on the embedded synthetic dataset: generate, transcode, train (with
+# Accuracy-Flip before and after training), export for TF Serving, verify the export,
+# compare a same-identity pair and a different-identity pair with it.
 demo: $(VENV)/.installed
 	rm -rf $(DEMO)
 	$(PY) tools/make_synthetic.py --output_dir=$(DEMO)/rec
 	$(PY) tools/rec2tfrecord.py --rec_dir=$(DEMO)/rec --output_dir=$(DEMO)/tfrecords
 	$(PY) tools/inspect_data.py $(DEMO)/tfrecords
+	$(PY) tools/train.py --dataset=synthetic --data_dir=$(DEMO)/tfrecords \
+	  --val_bins=$(DEMO)/rec/synth_val.bin --workdir=$(DEMO)/train
+	$(PY) tools/export.py --model=$(DEMO)/train --export_dir=$(DEMO)/serving/face --version=1
+	$(PY) tools/verify.py --model=$(DEMO)/serving/face --bins=$(DEMO)/rec/synth_val.bin \
+	  --output_json=$(DEMO)/verify_export.json --roc_dir=$(DEMO)/roc
+	$(PY) tools/compare.py --model=$(DEMO)/serving/face --bin=$(DEMO)/rec/synth_val.bin --pair=0
+	$(PY) tools/compare.py --model=$(DEMO)/serving/face --bin=$(DEMO)/rec/synth_val.bin --pair=-1
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/transcode.py --work_dir=bench_run/transcode

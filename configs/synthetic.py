@@ -6,10 +6,14 @@
       --val_bins=demo_run/rec/synth_val.bin --workdir=demo_run/train
 
 The backbone is r18's builder with one unit per stage and 16/16/32/64
-channels (the same LResNet-E-IR blocks, about 1/40 of r18's compute), a
-128-d embedding, and ArcFace with s = 32 (s = 64 stalls this small model
-from scratch). Prints `Accuracy-Flip before training` (random weights) and
-`after training` on synth_val.bin, whose identities are not in training.
+channels (the same LResNet-E-IR blocks, 1/40 of r18's compute; narrower
+stems crash oneDNN's CPU convolutions here), a 128-d embedding, and ArcFace
+(m = 0.5) with s = 8, class centres drawn with std 0.1, batch 32, lr 0.2,
+two epochs (563 steps), x0.1 at 60% and 85%. Verifies at start and end only.
+
+Expected on 2 CPU cores: Accuracy-Flip on synth_val.bin (identities not in
+training) about 0.60 before training and 0.92-0.93 after, in about 5 minutes
+of training.
 """
 import ml_collections
 
