@@ -65,8 +65,13 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
   assert "global batch 8 = 4 x 2 replica(s)" in two.stdout
   loss_one, loss_two = _losses(str(tmp_path / "one")), _losses(str(tmp_path / "two"))
   assert sorted(loss_one) == sorted(loss_two) == list(range(1, STEPS + 1))
+  # Step 1 sees identical weights, so only summation order differs: a wrong
+  # per-replica loss scaling would be off by a factor of 2 there. Later steps
+  # compound float rounding through training (seen: 6e-4 relative at step 5 on
+  # a loaded machine), so they are compared at 1e-2.
+  assert loss_two[1] == pytest.approx(loss_one[1], rel=1e-4)
   for step in loss_one:
-    assert loss_two[step] == pytest.approx(loss_one[step], rel=1e-4), step
+    assert loss_two[step] == pytest.approx(loss_one[step], rel=1e-2), step
   assert loss_one[STEPS] < loss_one[1]  # it trained
   a = keras.saving.load_model(tmp_path / "one" / "backbone.keras")
   b = keras.saving.load_model(tmp_path / "two" / "backbone.keras")

@@ -28,4 +28,5 @@ def test_demo_learns_held_out_identities(tmp_path):
   assert after >= 0.90, proc.stdout
   assert after >= before + 0.2, proc.stdout
   with open(workdir / "verification.json") as f:
-    assert json.load(f)["synth_val"]["best_accuracy"] >= after
+    # `after` was printed with 4 decimals: compare at that precision.
+    assert round(json.load(f)["synth_val"]["best_accuracy"], 4) >= after
