@@ -56,7 +56,8 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
   common = [f"--data_dir={data}", f"--total_steps={STEPS}", "--checkpoint_every=100",
             "--config.input.shuffle=False", "--config.input.random_flip=False",
             "--config.input.deterministic=True", "--config.log_every=1",
-            "--config.verify_at_start=False", "--config.clip_norm=1.0", "--lr=0.05"]
+            "--config.verify_at_start=False", "--config.clip_norm=1.0", "--lr=0.05",
+            "--config.val_dir="]
   one = run_tool("train", *common, f"--workdir={tmp_path / 'one'}", "--batch_size=8",
                  "--strategy=one_device")
   two = run_tool("train", *common, f"--workdir={tmp_path / 'two'}", "--batch_size=4",
@@ -103,7 +104,7 @@ def test_multi_worker_trains_identically_and_only_the_chief_writes(tmp_path):
         [sys.executable, str(TOOLS / "train.py"), f"--data_dir={data}",
          f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2",
          "--batch_size=4", "--strategy=multi_worker", "--config.log_every=1",
-         "--config.verify_at_start=False"],
+         "--config.verify_at_start=False", "--config.val_dir="],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   outputs = []
   try:

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from conftest import REPO
+from tfface.data import schema
 from tfface.training import config as config_lib
 from tfface.training import datasets
 from tfface.training import schedules
@@ -101,6 +102,12 @@ def test_val_bins_resolution(tmp_path):
   assert datasets.missing_targets(config, []) == ["synth_val"]
   (tmp_path / "synth_val.bin").write_bytes(b"")
   assert datasets.resolve_val_bins(config) == [str(tmp_path / "synth_val.bin")]
+  # The .rec directory the data came from comes before the default val_dir.
+  rec = tmp_path / "rec"
+  rec.mkdir()
+  (rec / "synth_val.bin").write_bytes(b"")
+  manifest = schema.Manifest(1, 1, [112, 112], 0, [], source={"rec_dir": str(rec)})
+  assert datasets.resolve_val_bins(config, manifest) == [str(rec / "synth_val.bin")]
   config.val_bins = f"{tmp_path}/synth_val.bin,{tmp_path}/lfw.bin"
   with pytest.raises(FileNotFoundError, match="lfw.bin"):
     datasets.resolve_val_bins(config)

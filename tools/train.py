@@ -14,10 +14,10 @@ overrides any field and wins over the shortcut flags. Rerunning the same
 command resumes from the last checkpoint in the workdir. See
 docs/training.md.
 """
-import logging
 import os
 
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 try:
@@ -65,7 +65,8 @@ def main(argv):
   del argv  # unused
   from tfface.training import trainer  # after absl parsed the flags: fast --help
   # TensorFlow logs an INFO line per checkpoint shard; progress lines suffice.
-  logging.getLogger("tensorflow").setLevel(logging.WARNING)
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
   config = _CONFIG.value
   if _DATASET.value and not flags.FLAGS["config"].present:
     # The dataset's own config file; --config.* overrides are re-applied to it.

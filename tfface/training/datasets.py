@@ -104,9 +104,9 @@ def resolve_val_bins(config, manifest=None) -> list[str]:
 
   `config.val_bins` (comma-separated paths) is taken as given and must
   exist. Otherwise each name in `config.val_targets` is looked up as
-  `NAME.bin` in `val_dir`, the TFRecord directory and the `.rec` directory
-  the manifest was transcoded from; targets found nowhere are left out (the
-  trainer logs which).
+  `NAME.bin` in the TFRecord directory, the `.rec` directory the manifest
+  was transcoded from, then `val_dir`; targets found nowhere are left out
+  (the trainer logs which).
 
   Returns:
     Paths of existing `.bin` files.
@@ -120,9 +120,12 @@ def resolve_val_bins(config, manifest=None) -> list[str]:
       if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: verification .bin not found (from --val_bins)")
     return paths
-  dirs = [config.val_dir, config.data_dir]
+  # The data's own neighbourhood first: the TFRecord directory and the .rec
+  # directory it was transcoded from; the dataset's default val_dir last.
+  dirs = [config.data_dir]
   if manifest is not None and manifest.source.get("rec_dir"):
     dirs.append(manifest.source["rec_dir"])
+  dirs.append(config.val_dir)
   found = []
   for name in config.val_targets:
     for directory in dirs:

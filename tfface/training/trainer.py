@@ -257,7 +257,7 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
       if label_error is not None:
         raise label_error from None
       raise
-    step = int(task.step.numpy())
+    previous, step = step, int(task.step.numpy())
     loss = float(metrics["loss"])
     if not math.isfinite(loss):
       raise NonFiniteLossError(
@@ -265,6 +265,8 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
           f"checkpoint is {saver.latest or '(none yet)'}, left intact. Lower the learning "
           f"rate (--lr), add warmup (--config.schedule.warmup_fraction) or set "
           f"--config.clip_norm")
+    if step == previous:
+      continue  # the loss-scale optimizer skipped an overflowing update
     if step % config.log_every == 0 or step == plan.total_steps:
       reporter.progress(step, loss, float(metrics["accuracy"]),
                         float(task.learning_rate()), stats.skipped)
