@@ -157,6 +157,18 @@ def _number(first):
   return tf.constant(first, tf.int64), step
 
 
+def _flip_flags(seq, flip_seed):
+  """Per-record coin flips from a multiplicative hash of the record number.
+
+  Keyed by the record number (not by the chunk) so that a resumed run flips
+  the same records, and computed for a whole chunk at once: a random op per
+  image costs more than the flip itself.
+  """
+  mixed = tf.bitwise.bitwise_xor(seq, tf.constant(flip_seed, tf.int64))
+  hashed = mixed * tf.constant(-7046029254386353131, tf.int64)  # 0x9E3779B97F4A7C15
+  return tf.equal(tf.bitwise.bitwise_and(tf.bitwise.right_shift(hashed, 40), 1), 1)
+
+
 def _chunk_decoder(image_size, flip_seed, stats):
   """Decodes one chunk of parsed records in its own small dataset.
 
@@ -164,19 +176,17 @@ def _chunk_decoder(image_size, flip_seed, stats):
   input. Its input here is an in-memory chunk, so only image decoding can
   fail there: file and parsing errors upstream still stop the run instead
   of being skipped (a missing file would otherwise be retried forever).
+  The chunk comes out as one batch, which also gives the dropped count.
   """
   height, width = image_size
 
-  def decode(seq, image, label):
+  def decode(flip, image, label):
     # decode_image also reads the PNG/GIF/BMP records some custom recs hold;
     # ensure_shape turns a wrongly sized image into an error that drops it.
     image = tf.io.decode_image(image, channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [height, width, 3])
-    if flip_seed is not None:
-      # Keyed by the record's number: reproducible, and cheaper than a
-      # select over a whole batch.
-      image = tf.image.stateless_random_flip_left_right(
-          image, seed=tf.stack([tf.constant(flip_seed, tf.int64), seq]))
+    # Select with a scalar condition picks one whole tensor, no broadcasting.
+    image = tf.raw_ops.Select(condition=flip, x=tf.reverse(image, [1]), y=image)
     return image, label
 
   def count(images, labels, size):
@@ -188,9 +198,13 @@ def _chunk_decoder(image_size, flip_seed, stats):
 
   def decode_chunk(chunk):
     size = tf.shape(chunk["label"], out_type=tf.int64)[0]
-    ds = tf.data.Dataset.from_tensor_slices((chunk["seq"], chunk["image"], chunk["label"]))
+    if flip_seed is None:
+      flips = tf.zeros([size], tf.bool)
+    else:
+      flips = _flip_flags(chunk["seq"], flip_seed)
+    ds = tf.data.Dataset.from_tensor_slices((flips, chunk["image"], chunk["label"]))
     ds = ds.map(decode).ignore_errors().batch(_PARSE_BATCH)
-    return ds.map(functools.partial(count, size=size)).unbatch()
+    return ds.map(functools.partial(count, size=size))
 
   return decode_chunk
 
@@ -270,12 +284,13 @@ def build_dataset(data_dir, batch_size, options=None, input_context=None,
 
   ds = ds.scan(*_number(skip))
   flip_seed = seed + 2 if options.random_flip else None
-  # Chunks decode in parallel, one thread each. In deterministic mode a block
-  # is one whole chunk, so records (and P x K groups) keep their order.
+  # Chunks decode in parallel, one thread each; each comes out as one batch,
+  # so deterministic mode keeps records (and P x K groups) in order.
   ds = ds.interleave(_chunk_decoder(image_size, flip_seed, stats),
-                     cycle_length=options.decode_parallelism, block_length=_PARSE_BATCH,
+                     cycle_length=options.decode_parallelism, block_length=1,
                      num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+  # Decoded chunks arrive as batches; rebatch copies each image once more.
+  ds = ds.rebatch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
   tf_options = tf.data.Options()
   tf_options.deterministic = options.deterministic
