@@ -1,7 +1,6 @@
 """The tf.data training input: colours, flips, coverage, determinism, bad data, sharding."""
 import collections
 
-import cv2
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -10,6 +10,7 @@ import os
 
 import cv2
 
+from tfface import atomic
 from tfface.align import detector as detector_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -46,10 +47,7 @@ def write_rgb(path, image_rgb):
                           [cv2.IMWRITE_JPEG_QUALITY, 95])
   if not ok:
     raise OSError(f"{path}: cannot encode the aligned image")
-  tmp = f"{path}.tmp-{os.getpid()}{ext}"
-  with open(tmp, "wb") as f:
-    f.write(data.tobytes())
-  os.replace(tmp, path)
+  atomic.write_bytes(path, data.tobytes())
 
 
 @dataclasses.dataclass

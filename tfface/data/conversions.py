@@ -12,6 +12,7 @@ import os
 import cv2
 import numpy as np
 
+from tfface import atomic
 from tfface.data import insightface
 from tfface.data import insightface_writer
 
@@ -26,13 +27,6 @@ def image_extension(data: bytes) -> str:
     if data.startswith(signature):
       return extension
   return ".jpg"
-
-
-def _write_atomic(path: str, data: bytes):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 def rec_to_images(rec_dir, output_dir: str) -> int:
@@ -50,7 +44,7 @@ def rec_to_images(rec_dir, output_dir: str) -> int:
     for key, label, image in rec:
       folder = os.path.join(output_dir, str(label))
       os.makedirs(folder, exist_ok=True)
-      _write_atomic(os.path.join(folder, f"{key}{image_extension(image)}"), image)
+      atomic.write_bytes(os.path.join(folder, f"{key}{image_extension(image)}"), image)
       count += 1
   return count
 
@@ -79,11 +73,8 @@ def list_image_folder(image_dir: str) -> list[tuple[str, int]]:
 
 def write_lst(path: str, items: list[tuple[str, int]]):
   """Writes InsightFace's dir2lst form: `1<TAB>path<TAB>label` (1 = aligned)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    for image_path, label in items:
-      f.write(f"1\t{image_path}\t{label}\n")
-  os.replace(tmp, path)
+  atomic.write_text(path, "".join(f"1\t{image_path}\t{label}\n"
+                                  for image_path, label in items))
 
 
 def load_face_image(path: str, size=(112, 112), resize: bool = False,

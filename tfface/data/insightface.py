@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from tfface import atomic
 from tfface.data import recordio
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,7 @@ def read_property(path: str) -> Property:
 
 def write_property(path: str, num_classes: int, height: int = 112, width: int = 112):
   """Writes a `property` file the way InsightFace does (`N,H,W`, no newline)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(f"{num_classes},{height},{width}")
-  os.replace(tmp, path)
+  atomic.write_text(path, f"{num_classes},{height},{width}")
 
 
 def class_of(label) -> int:

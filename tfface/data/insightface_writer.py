@@ -10,11 +10,12 @@ RecordIO magic, so the record is never split).
 """
 import os
 
+from tfface import atomic
 from tfface.data import insightface
 from tfface.data import recordio
 
 
-class InsightFaceWriter:
+class InsightFaceWriter(atomic.CommitOnSuccess):
   """Streams images, grouped by class, into `train.rec`/`train.idx`/`property`.
 
   Args:
@@ -75,12 +76,3 @@ class InsightFaceWriter:
 
   def abort(self):
     self._writer.abort()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, exc_type, *exc):
-    if exc_type is None:
-      self.close()
-    else:
-      self.abort()

@@ -17,6 +17,8 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from tfface import atomic
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 LENGTH_MASK = (1 << 29) - 1
@@ -197,7 +199,7 @@ class RecordIOReader:
       offset = next_offset
 
 
-class RecordIOWriter:
+class RecordIOWriter(atomic.CommitOnSuccess):
   """Writes a `.rec` (and optionally its `.idx`) under temporary names.
 
   The files get their final names only on a successful `close()` (or leaving
@@ -207,7 +209,7 @@ class RecordIOWriter:
 
   def __init__(self, path: str, idx_path: str | None = None):
     self.path, self.idx_path = path, idx_path
-    self._tmp = f"{path}.tmp-{os.getpid()}"
+    self._tmp = atomic.temporary_name(path)
     self._file = open(self._tmp, "wb")
     self._idx_lines: list[str] = []
     self.offset = 0
@@ -249,22 +251,10 @@ class RecordIOWriter:
     if os.path.exists(self._tmp):
       os.remove(self._tmp)
 
-  def __enter__(self):
-    return self
-
-  def __exit__(self, exc_type, *exc):
-    if exc_type is None:
-      self.close()
-    else:
-      self.abort()
-
 
 def write_idx(path: str, lines: list[str]):
   """Writes `.idx` lines atomically."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.writelines(lines)
-  os.replace(tmp, path)
+  atomic.write_text(path, "".join(lines))
 
 
 def _read_idx_fast(path: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -14,6 +14,8 @@ import json
 import os
 from typing import Any
 
+from tfface import atomic
+
 FEATURE_IMAGE = "image/encoded"
 FEATURE_LABEL = "image/class/label"
 FEATURE_KEY = "image/source_key"
@@ -87,10 +89,5 @@ def load_manifest(directory: str) -> Manifest:
 def save_manifest(directory: str, manifest: Manifest) -> str:
   """Writes the manifest atomically (temporary file, then rename)."""
   path = os.path.join(directory, MANIFEST_NAME)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(manifest.to_json())
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  atomic.write_text(path, manifest.to_json(), sync=True)
   return path

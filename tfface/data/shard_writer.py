@@ -8,11 +8,11 @@ then framed in one buffer (`example_batch`), written under a temporary name,
 read back, and renamed.
 """
 import dataclasses
-import json
 import os
 
 import numpy as np
 
+from tfface import atomic
 from tfface.data import example_batch
 from tfface.data import insightface
 from tfface.data import rec_batch
@@ -226,10 +226,7 @@ def _write(task: ShardTask, data, num_records: int, labels: np.ndarray) -> dict:
               "max_label": int(labels.max()) if len(labels) else None}
     # The sidecar goes first: a shard under its final name always has one.
     sidecar = os.path.join(task.output_dir, STATE_DIR, task.name + ".json")
-    tmp = f"{sidecar}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(result, f, sort_keys=True)
-    os.replace(tmp, sidecar)
+    atomic.write_json(sidecar, result)
     writer.close()
   except BaseException:
     writer.abort()

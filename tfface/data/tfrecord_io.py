@@ -12,6 +12,7 @@ import struct
 import zlib
 from typing import Iterator
 
+from tfface import atomic
 from tfface.data import crc32c
 from tfface.data import schema
 
@@ -87,7 +88,7 @@ def frame(records: list[bytes]) -> bytes:
   return b"".join(out)
 
 
-class TFRecordWriter:
+class TFRecordWriter(atomic.CommitOnSuccess):
   """Writes one TFRecord file under a temporary name; renames it on `close()`.
 
   Tracks the record count and the SHA-256 of the bytes written, which the
@@ -96,7 +97,7 @@ class TFRecordWriter:
 
   def __init__(self, path: str):
     self.path = path
-    self._tmp = f"{path}.tmp-{os.getpid()}"
+    self._tmp = atomic.temporary_name(path)
     self._file = open(self._tmp, "wb")
     self._pending: list[bytes] = []
     self._pending_bytes = 0
@@ -193,15 +194,6 @@ class TFRecordWriter:
     self._file.close()
     if os.path.exists(self._tmp):
       os.remove(self._tmp)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, exc_type, *exc):
-    if exc_type is None:
-      self.close()
-    else:
-      self.abort()
 
 
 def digest(path: str) -> tuple[int, str]:

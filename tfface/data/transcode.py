@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from tfface import atomic
 from tfface.data import insightface
 from tfface.data import schema
 from tfface.data import shard_writer
@@ -90,10 +91,7 @@ def _prepare_output(output_dir: str, plan: dict, resume: bool):
                        "directory or --noresume to start over")
   elif not resume:
     _remove_outputs(output_dir)
-  tmp = f"{plan_path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(plan, f, sort_keys=True)
-  os.replace(tmp, plan_path)
+  atomic.write_json(plan_path, plan)
 
 
 def _remove_outputs(output_dir: str):

@@ -17,6 +17,8 @@ import pickle
 
 import numpy as np
 
+from tfface import atomic
+
 # Globals a legitimate .bin may reference: numpy array reconstruction (numpy 1
 # and numpy 2 module paths) and the helpers protocol-2 pickles use for bytes.
 _ALLOWED_GLOBALS = frozenset({
@@ -146,7 +148,5 @@ def write_bin(path: str, images, issame, protocol: int = 4) -> None:
   issame = [bool(v) for v in issame]
   if len(images) != 2 * len(issame):
     raise ValueError(f"{path}: {len(images)} images for {len(issame)} pairs")
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
+  with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
     pickle.dump((images, issame), f, protocol=protocol)
-  os.replace(tmp, path)

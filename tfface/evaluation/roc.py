@@ -4,9 +4,9 @@ The protocol's own ROC (`protocol.calculate_roc`) lives on a 0.01 threshold
 grid averaged over folds, too coarse to read TAR at FAR=1e-4. Here the ROC is
 exact: one point per distinct pair distance over all pairs.
 """
-import os
-
 import numpy as np
+
+from tfface import atomic
 
 TAR_FARS = (1e-3, 1e-4)
 
@@ -73,10 +73,11 @@ def plot_roc(results, path):
   ax.legend(loc="lower right", fontsize=8)
   ax.set_title("ROC")
   fig.tight_layout()
-  tmp = f"{path}.tmp-{os.getpid()}.png"
-  fig.savefig(tmp, format="png")
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    with atomic.replacing(path, suffix=".png") as tmp:
+      fig.savefig(tmp, format="png")
+  finally:
+    plt.close(fig)
 
 
 def format_table(results):

@@ -1,10 +1,10 @@
 """`tools/verify.py`'s job: one model, several `.bin` targets, a table, JSON, ROC."""
-import json
 import logging
 import os
 import pickle
 import time
 
+from tfface import atomic
 from tfface.data import verification_bin
 from tfface.evaluation import roc
 from tfface.evaluation import verification
@@ -14,13 +14,7 @@ _LOG = logging.getLogger(__name__)
 
 def write_json_atomic(path, obj):
   """Writes `obj` as indented JSON under a temporary name, then renames it."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  atomic.write_json(path, obj, indent=2, make_dirs=True)
 
 
 def verify_model(model_path, bin_paths, batch_size=64, output_json=None,

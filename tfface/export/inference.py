@@ -7,10 +7,12 @@ threshold, which defaults to the one stored with the model by the last
 verification (see `loading.EmbeddingModel.threshold`).
 """
 import dataclasses
+import io
 import os
 
 import numpy as np
 
+from tfface import atomic
 from tfface.export import loading
 
 
@@ -101,15 +103,12 @@ def embed_files(model_path, input_path, output, align=False, batch_size=64):
   if not faces:
     raise ValueError(f"{input_path}: no face found in any of {len(full)} images")
   embeddings = model.embed(np.stack(faces), batch_size=batch_size)
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   listing = files_list_path(output)
-  tmp = f"{output}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    np.save(f, embeddings)
-  with open(listing + ".tmp", "w") as f:
-    f.write("".join(p + "\n" for p in kept))
-  os.replace(listing + ".tmp", listing)
-  os.replace(tmp, output)
+  buffer = io.BytesIO()
+  np.save(buffer, embeddings)
+  # The listing first: embeddings under their final name always have one.
+  atomic.write_text(listing, "".join(p + "\n" for p in kept), make_dirs=True)
+  atomic.write_bytes(output, buffer.getbuffer())
   return EmbedReport(kept, no_face, output, listing)
 
 

@@ -6,6 +6,7 @@ Install with `pip install 'tfface[onnx]'` (onnx, onnxruntime, tf2onnx).
 """
 import os
 
+from tfface import atomic
 from tfface.export import saved_model
 
 DEFAULT_OPSET = 17
@@ -47,11 +48,7 @@ def export_onnx(model_or_path, output_path, flip_tta=False, opset=DEFAULT_OPSET)
         opset=opset)
   except Exception as e:  # tf2onnx raises many types on unsupported graphs
     raise ValueError(f"ONNX conversion failed for {model.name}: {e}") from e
-  os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-  tmp = f"{output_path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(proto.SerializeToString())
-  os.replace(tmp, output_path)
+  atomic.write_bytes(output_path, proto.SerializeToString(), make_dirs=True)
   return output_path
 
 

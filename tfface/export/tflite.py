@@ -9,15 +9,12 @@ import os
 import tempfile
 import warnings
 
+from tfface import atomic
 from tfface.export import saved_model
 
 
 def _atomic_write(path, data):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+  atomic.write_bytes(path, data, make_dirs=True)
 
 
 def export_tflite(model_or_path, output_path, float16=False, flip_tta=False):

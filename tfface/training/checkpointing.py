@@ -15,7 +15,6 @@ Only the chief writes. Under MultiWorkerMirroredStrategy every worker still
 runs the save (its variables may need the collective reads), the others into
 a private temporary directory that is deleted right away.
 """
-import json
 import logging
 import os
 import shutil
@@ -24,6 +23,8 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tfface import atomic
 
 _LOG = logging.getLogger(__name__)
 CKPT_DIR = "ckpt"
@@ -34,25 +35,14 @@ CONFIG = "config.json"
 
 def save_keras_atomically(model, path: str):
   """Saves `model` to `path` via a temporary file in the same directory and a rename."""
-  directory, name = os.path.split(os.path.abspath(path))
   # Keras insists on the .keras suffix, so the temporary name keeps it.
-  tmp = os.path.join(directory, f".{name[:-len('.keras')]}.tmp-{os.getpid()}.keras")
-  try:
+  with atomic.replacing(path, suffix=".keras") as tmp:
     model.save(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def write_json_atomically(path: str, data):
   """Writes JSON through a temporary file and a rename."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  atomic.write_json(path, data, indent=2, sync=True)
 
 
 class Checkpointer:

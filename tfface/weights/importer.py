@@ -17,6 +17,7 @@ normalization found at the start of an ONNX graph (MXNet exports subtract
 """
 import os
 
+from tfface import atomic
 from tfface import models
 from tfface.weights import keras_graph as keras_graph_lib
 from tfface.weights import mapping
@@ -174,14 +175,7 @@ def convert(source, output, network, embedding_size=512, input_mean=None,
     raise ValueError(f"{output}: the output must be a .keras file")
   model, report = import_with_report(source, network, embedding_size,
                                      input_mean, input_std, **overrides)
-  directory = os.path.dirname(os.path.abspath(output))
-  os.makedirs(directory, exist_ok=True)
-  partial = os.path.join(directory, f".{os.path.basename(output)}.partial.keras")
-  try:
-    model.save(partial)
-    os.replace(partial, output)
-  finally:
-    if os.path.exists(partial):
-      os.remove(partial)
+  with atomic.replacing(output, suffix=".keras", make_dirs=True) as tmp:
+    model.save(tmp)
   report["output"] = output
   return report

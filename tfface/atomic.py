@@ -1,0 +1,78 @@
+"""Files that appear whole or not at all: a temporary name beside, then a rename.
+
+Every file tfface writes goes through here (or through a writer class using
+`CommitOnSuccess`), so a crash, a kill or a bad input never leaves a
+truncated file under a final name. The temporary name carries the process
+id, so concurrent writers of the same file do not collide; `os.replace` is
+atomic within a file system.
+"""
+import contextlib
+import json
+import os
+
+
+def temporary_name(path: str, suffix: str = "") -> str:
+  """`PATH.tmp-PID[SUFFIX]`: where `path` is written before its rename."""
+  return f"{path}.tmp-{os.getpid()}{suffix}"
+
+
+@contextlib.contextmanager
+def replacing(path, suffix: str = "", make_dirs: bool = False):
+  """Yields a temporary path that becomes `path` if the block succeeds.
+
+  Args:
+    path: the final file name.
+    suffix: appended to the temporary name, for writers that insist on an
+      extension (Keras on `.keras`, Matplotlib on `.png`).
+    make_dirs: create the parent directory first.
+
+  On an exception the temporary file is removed and `path` is untouched.
+  """
+  path = os.fspath(path)
+  if make_dirs:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = temporary_name(path, suffix)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_bytes(path, data, sync: bool = False, make_dirs: bool = False):
+  """Writes `data` (bytes-like) to `path` atomically; `sync` fsyncs before the rename."""
+  with replacing(path, make_dirs=make_dirs) as tmp, open(tmp, "wb") as f:
+    f.write(data)
+    if sync:
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def write_text(path, text: str, sync: bool = False, make_dirs: bool = False):
+  """Writes `text` to `path` atomically."""
+  write_bytes(path, text.encode("utf-8"), sync=sync, make_dirs=make_dirs)
+
+
+def write_json(path, obj, indent: int | None = None, sync: bool = False,
+               make_dirs: bool = False):
+  """Writes `obj` as JSON (sorted keys; a final newline when indented) atomically."""
+  text = json.dumps(obj, indent=indent, sort_keys=True) + ("\n" if indent else "")
+  write_text(path, text, sync=sync, make_dirs=make_dirs)
+
+
+class CommitOnSuccess:
+  """Mixin for writers with `close()` (commit) and `abort()` (discard).
+
+  Used as a context manager, the writer commits when the block ends
+  normally and discards everything when it raises.
+  """
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, *exc):
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
