@@ -1,7 +1,8 @@
 """Packaging for tfface: the library plus one console script per tool.
 
 `tools/NAME.py` is importable as `tfface_tools.NAME` once installed, and
-`tfface-NAME` runs its `run()` (absl `app.run(main)`).
+`tfface-NAME` runs its `run()` (absl `app.run(main)`); `configs/NAME.py`
+installs as `tfface_configs`, where `tfface-train` finds the dataset configs.
 """
 import pathlib
 import re
@@ -32,8 +33,9 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.13",
-    packages=setuptools.find_packages(include=["tfface", "tfface.*"]) + ["tfface_tools"],
-    package_dir={"tfface_tools": "tools"},
+    packages=setuptools.find_packages(include=["tfface", "tfface.*"]) + [
+        "tfface_tools", "tfface_configs"],
+    package_dir={"tfface_tools": "tools", "tfface_configs": "configs"},
     install_requires=_requirements("requirements.txt"),
     extras_require={
         "test": _requirements("requirements-test.txt"),

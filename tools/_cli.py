@@ -10,10 +10,27 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402  (after the TF log level is set)
+from absl import flags  # noqa: E402
+
+
+def _adopt_tool_as_main(module_name: str):
+  """Makes `--help` of a `tfface-NAME` console script describe the tool.
+
+  absl's help prints `__main__`'s docstring and the key flags of the module
+  named `sys.argv[0]`; under a console script `__main__` is the generated
+  wrapper, so both would be empty. `python tools/NAME.py` needs nothing.
+  """
+  if module_name == "__main__" or module_name not in sys.modules:
+    return
+  tool = sys.modules[module_name]
+  sys.modules["__main__"].__doc__ = tool.__doc__
+  for flag in flags.FLAGS.get_key_flags_for_module(tool):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def run(main):
   """Runs `main(argv)` under absl; expected errors exit 1 with a one-line message."""
+  _adopt_tool_as_main(main.__module__)
 
   def _guarded(argv):
     try:

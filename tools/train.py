@@ -25,7 +25,17 @@ try:
 except ImportError:
   import _cli
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
+
+def _config_dir() -> str:
+  """`configs/` beside `tools/` in a checkout, else the installed `tfface_configs`."""
+  beside = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
+  if os.path.isfile(os.path.join(beside, "base.py")):
+    return os.path.normpath(beside)
+  import tfface_configs  # pylint: disable=g-import-not-at-top
+  return os.path.dirname(os.path.abspath(tfface_configs.__file__))
+
+
+_CONFIGS = _config_dir()
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(_CONFIGS, "synthetic.py"),
     "Config file (configs/NAME.py); default configs/synthetic.py, or configs/DATASET.py "
