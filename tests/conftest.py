@@ -6,6 +6,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -21,6 +22,15 @@ def run_tool(name, *args, check=True, timeout=600, env=None):
     raise AssertionError(f"tools/{name}.py failed ({proc.returncode}):\n"
                          f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
   return proc
+
+
+def assert_same_embeddings(actual, expected):
+  """max |diff| <= 1e-4 * ||expected|| and cosine >= 0.99999, row by row."""
+  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  norms = np.linalg.norm(expected, axis=1)
+  assert np.all(np.abs(actual - expected).max(axis=1) <= 1e-4 * norms)
+  cosine = (actual * expected).sum(1) / (np.linalg.norm(actual, axis=1) * norms)
+  assert cosine.min() >= 0.99999, cosine
 
 
 @pytest.fixture(scope="session")

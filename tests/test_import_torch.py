@@ -9,20 +9,13 @@ without constant folding (folding merges every conv+BN, as in the model zoo).
 import numpy as np
 import pytest
 
+from conftest import assert_same_embeddings
+
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 from torch import nn  # noqa: E402
 
 from tfface import weights  # noqa: E402
-
-
-def assert_same_embeddings(actual, expected):
-  """max |diff| <= 1e-4 * ||expected|| and cosine >= 0.99999, row by row."""
-  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-  norms = np.linalg.norm(expected, axis=1)
-  assert np.all(np.abs(actual - expected).max(axis=1) <= 1e-4 * norms)
-  cosine = (actual * expected).sum(1) / (np.linalg.norm(actual, axis=1) * norms)
-  assert cosine.min() >= 0.99999, cosine
 
 
 class IRUnit(nn.Module):

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import assert_same_embeddings
 from conftest import run_tool
 
 onnx = pytest.importorskip("onnx")
@@ -175,15 +176,6 @@ def run_onnx(path, images, mean, std):
   x = ((images.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
   session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
   return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x)})[0]
-
-
-def assert_same_embeddings(actual, expected):
-  """max |diff| <= 1e-4 * ||expected|| and cosine >= 0.99999, row by row."""
-  actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-  norms = np.linalg.norm(expected, axis=1)
-  assert np.all(np.abs(actual - expected).max(axis=1) <= 1e-4 * norms)
-  cosine = (actual * expected).sum(1) / (np.linalg.norm(actual, axis=1) * norms)
-  assert cosine.min() >= 0.99999, cosine
 
 
 @pytest.fixture(scope="module")
