@@ -100,3 +100,12 @@ def test_verify_tool_refuses_unsafe_bin(tmp_path):
   assert "error:" in proc.stderr and "evil.bin" in proc.stderr and "refusing" in proc.stderr
   assert "owned" not in proc.stdout
   assert not (tmp_path / "verify.json").exists()
+
+
+def test_verify_tool_names_a_missing_bin_before_loading_the_model(tmp_path):
+  missing = tmp_path / "lfw.bin"
+  proc = run_tool("verify", f"--model={tmp_path / 'no_model'}", f"--bins={missing}",
+                  check=False)
+  assert proc.returncode == 1
+  # The .bin is checked first: the (missing) model is never reached.
+  assert f"error: {missing}: no such verification .bin file" in proc.stderr, proc.stderr

@@ -133,9 +133,14 @@ def load_bin(path: str) -> VerificationBin:
   Raises:
     UnsafeBinError: the pickle references anything but the expected types.
     ValueError: the file is not a well-formed `(bins, issame_list)` pickle.
+    FileNotFoundError: there is no such file.
   """
-  with open(path, "rb") as f:
-    return loads_bin(f.read(), path)
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{path}: no such verification .bin file") from None
+  return loads_bin(data, path)
 
 
 def write_bin(path: str, images, issame, protocol: int = 4) -> None:

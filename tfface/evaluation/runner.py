@@ -12,11 +12,6 @@ from tfface.evaluation import verification
 _LOG = logging.getLogger(__name__)
 
 
-def write_json_atomic(path, obj):
-  """Writes `obj` as indented JSON under a temporary name, then renames it."""
-  atomic.write_json(path, obj, indent=2, make_dirs=True)
-
-
 def verify_model(model_path, bin_paths, batch_size=64, output_json=None,
                  roc_dir=None, echo=print):
   """Verifies a model on InsightFace `.bin` targets and reports the results.
@@ -60,6 +55,7 @@ def verify_model(model_path, bin_paths, batch_size=64, output_json=None,
       os.makedirs(roc_dir, exist_ok=True)
       roc.plot_roc(result, os.path.join(roc_dir, f"{result.name}_roc.png"))
   if output_json:
-    write_json_atomic(output_json, {r.name: r.as_dict() for r in results})
+    atomic.write_json(output_json, {r.name: r.as_dict() for r in results}, indent=2,
+                      make_dirs=True)
   echo(roc.format_table(results))
   return results
