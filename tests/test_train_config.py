@@ -10,7 +10,8 @@ from tfface.training import config as config_lib
 from tfface.training import datasets
 from tfface.training import schedules
 
-CONFIGS = sorted(glob.glob(str(REPO / "configs" / "*.py")))
+CONFIGS = sorted(p for p in glob.glob(str(REPO / "configs" / "*.py"))
+                 if not os.path.basename(p).startswith("_"))  # not __init__.py
 
 
 def _load(name):

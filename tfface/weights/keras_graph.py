@@ -4,9 +4,10 @@ Each parametric Keras layer becomes one operation named after the layer and
 holding it in `attrs["layer"]`; `ZeroPadding2D` layers are folded into the
 `pads` of the convolution they feed (tfface pads explicitly where PyTorch
 and MXNet pad inside the convolution), and the input normalization and
-dropout disappear. The graph is walked through Keras' node bookkeeping
-(`_inbound_nodes`, `_keras_history`), the only record of a functional
-model's wiring.
+dropout disappear. The wiring is read from the model's serialized config
+(`get_config()`: each layer's `inbound_nodes` name the layers it reads, with
+their shapes), the public record of a functional model's graph that `.keras`
+files store, rather than from Keras' private node bookkeeping.
 """
 import keras
 
@@ -38,14 +39,14 @@ def _conv_attrs(layer, in_channels):
           "pads": (0, 0, 0, 0), "groups": groups, "layer": layer}
 
 
-def _op_for(layer, inputs):
+def _op_for(layer, input_shapes):
   """Returns the graph operation for `layer`, or None for a pass-through."""
   name = layer.name
   if isinstance(layer, keras.layers.InputLayer):
     return graph_lib.Op(name, "input", [])
   if isinstance(layer, _PASS_THROUGH):
     return None
-  in_shape = tuple(inputs[0].shape[1:]) if inputs else ()
+  in_shape = tuple(input_shapes[0][1:]) if input_shapes else ()
   if isinstance(layer, keras.layers.ZeroPadding2D):
     (top, bottom), (left, right) = layer.padding
     return graph_lib.Op(name, "pad", [], {"pads": (top, left, bottom, right)})
@@ -59,6 +60,32 @@ def _op_for(layer, inputs):
       return graph_lib.Op(name, kind, [], {"layer": layer, "in_shape": in_shape})
   raise ValueError(f"Keras layer {name!r} ({type(layer).__name__}) has no "
                    "counterpart in imported networks")
+
+
+def _tensors_read(node):
+  """`(layer name, shape)` of each Keras tensor a serialized call node reads, in order."""
+  found = []
+
+  def walk(value):
+    if isinstance(value, dict):
+      if value.get("class_name") == "__keras_tensor__":
+        config = value["config"]
+        found.append((config["keras_history"][0], tuple(config["shape"])))
+      else:
+        for item in value.values():
+          walk(item)
+    elif isinstance(value, (list, tuple)):
+      for item in value:
+        walk(item)
+
+  walk(node.get("args", []))
+  walk(node.get("kwargs", {}))
+  return found
+
+
+def _layer_name(entry):
+  """The layer of an `input_layers`/`output_layers` entry: `[name, node, tensor]`."""
+  return entry[0] if isinstance(entry[0], str) else entry[0][0]
 
 
 def keras_graph(model):
@@ -79,21 +106,24 @@ def keras_graph(model):
   if len(model.inputs) != 1 or len(model.outputs) != 1:
     raise ValueError(f"model {model.name!r}: the importer needs one input and "
                      "one output")
+  config = model.get_config()
   graph = graph_lib.Graph(f"Keras model {model.name!r}")
   alias = {}  # layer name -> name of the graph op standing for its output
-  for layer in model.layers:
-    if len(layer._inbound_nodes) != 1:  # pylint: disable=protected-access
-      raise ValueError(f"Keras layer {layer.name!r} is called "
-                       f"{len(layer._inbound_nodes)} times; expected once")  # pylint: disable=protected-access
-    inputs = layer._inbound_nodes[0].input_tensors  # pylint: disable=protected-access
-    sources = [alias[t._keras_history.operation.name] for t in inputs]  # pylint: disable=protected-access
-    op = _op_for(layer, inputs)
+  for entry in config["layers"]:
+    layer = model.get_layer(entry["name"])
+    nodes = entry["inbound_nodes"]
+    if len(nodes) > 1:
+      raise ValueError(f"Keras layer {layer.name!r} is called {len(nodes)} times; "
+                       "expected once")
+    inputs = _tensors_read(nodes[0]) if nodes else []
+    sources = [alias[name] for name, _ in inputs]
+    op = _op_for(layer, [shape for _, shape in inputs])
     if op is None:
       alias[layer.name] = sources[0] if sources else None
       continue
     op.inputs = sources
     alias[layer.name] = graph.add(op).name
-  graph.output = alias[model.outputs[0]._keras_history.operation.name]  # pylint: disable=protected-access
+  graph.output = alias[_layer_name(config["output_layers"])]
   _fold_padding(graph)
   return graph
 
