@@ -50,14 +50,19 @@ def _mirrored_halves_dataset(directory, per_replica=4, steps=STEPS):
   training_data.write_dataset(directory, images, labels, num_shards=1, num_classes=10)
 
 
-def test_mirrored_two_cpus_matches_one_device(tmp_path):
+# Two gradient paths: Keras sums the replicas' gradients inside `apply` (the
+# default), or the task sums them itself to clip by their global norm.
+# Unclipped, lr 0.05 made the runs diverge chaotically (1.6% at step 6 from
+# identical steps 1-2); lr 0.01 keeps the drift near 1e-3.
+@pytest.mark.parametrize("options", [["--lr=0.01"], ["--lr=0.05", "--config.clip_norm=1.0"]],
+                         ids=["keras_sum", "clipped"])
+def test_mirrored_two_cpus_matches_one_device(tmp_path, options):
   data = str(tmp_path / "data")
   _mirrored_halves_dataset(data)
   common = [f"--data_dir={data}", f"--total_steps={STEPS}", "--checkpoint_every=100",
             "--config.input.shuffle=False", "--config.input.random_flip=False",
             "--config.input.deterministic=True", "--config.log_every=1",
-            "--config.verify_at_start=False", "--config.clip_norm=1.0", "--lr=0.05",
-            "--config.val_dir="]
+            "--config.verify_at_start=False", "--config.val_dir=", *options]
   one = run_tool("train", *common, f"--workdir={tmp_path / 'one'}", "--batch_size=8",
                  "--strategy=one_device")
   two = run_tool("train", *common, f"--workdir={tmp_path / 'two'}", "--batch_size=4",
@@ -67,17 +72,26 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
   loss_one, loss_two = _losses(str(tmp_path / "one")), _losses(str(tmp_path / "two"))
   assert sorted(loss_one) == sorted(loss_two) == list(range(1, STEPS + 1))
   # Step 1 sees identical weights, so only summation order differs: a wrong
-  # per-replica loss scaling would be off by a factor of 2 there. Later steps
-  # compound float rounding through training (seen: 6e-4 relative at step 5 on
-  # a loaded machine), so they are compared at 1e-2.
+  # per-replica loss scaling would be off by a factor of 2 there. Step 2 follows
+  # one update: gradients summed twice or not averaged would move it by about
+  # 1%. Later steps compound float rounding through training (seen: 6e-4
+  # relative at step 5 on a loaded machine), so they are compared at 1e-2.
   assert loss_two[1] == pytest.approx(loss_one[1], rel=1e-4)
+  assert loss_two[2] == pytest.approx(loss_one[2], rel=1e-3)
   for step in loss_one:
     assert loss_two[step] == pytest.approx(loss_one[step], rel=1e-2), step
   assert loss_one[STEPS] < loss_one[1]  # it trained
   a = keras.saving.load_model(tmp_path / "one" / "backbone.keras")
   b = keras.saving.load_model(tmp_path / "two" / "backbone.keras")
-  for x, y in zip(a.weights, b.weights):
-    np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-2, atol=2e-3)  # same float drift as the losses (seen 5e-4)
+  # The same drift reaches the weights, unevenly: a few elements of a channel
+  # with a small batch variance moved 4% (unclipped), so the whole set is
+  # compared by its norm (seen 3e-3 relative; a doubled update would be off by
+  # the size of the updates themselves, which step 2's loss already catches).
+  pairs = [(x.numpy(), y.numpy()) for x, y in zip(a.weights, b.weights)]
+  assert [x.shape for x, _ in pairs] == [y.shape for _, y in pairs]
+  diff = np.sqrt(sum(np.sum((x - y) ** 2) for x, y in pairs))
+  norm = np.sqrt(sum(np.sum(x**2) for x, _ in pairs))
+  assert diff < 1e-2 * norm, diff / norm
 
 
 def _free_ports(n):
