@@ -185,8 +185,9 @@ def _chunk_decoder(image_size, flip_seed, stats):
     # ensure_shape turns a wrongly sized image into an error that drops it.
     image = tf.io.decode_image(image, channels=3, expand_animations=False)
     image = tf.ensure_shape(image, [height, width, 3])
-    # Select with a scalar condition picks one whole tensor, no broadcasting.
-    image = tf.raw_ops.Select(condition=flip, x=tf.reverse(image, [1]), y=image)
+    if flip_seed is not None:  # no reversed copy per image when flips are off
+      # Select with a scalar condition picks one whole tensor, no broadcasting.
+      image = tf.raw_ops.Select(condition=flip, x=tf.reverse(image, [1]), y=image)
     return image, label
 
   def count(images, labels, size):

@@ -13,10 +13,6 @@ from tfface import atomic
 from tfface.export import saved_model
 
 
-def _atomic_write(path, data):
-  atomic.write_bytes(path, data, make_dirs=True)
-
-
 def export_tflite(model_or_path, output_path, float16=False, flip_tta=False):
   """Converts a backbone to a `.tflite` file with the `serve_images` signature.
 
@@ -51,7 +47,7 @@ def export_tflite(model_or_path, output_path, float16=False, flip_tta=False):
         data = converter.convert()
       except Exception as e:  # the converter raises ConverterError and others
         raise ValueError(f"TFLite conversion failed for {model.name}: {e}") from e
-  _atomic_write(output_path, data)
+  atomic.write_bytes(output_path, data, make_dirs=True)
   return output_path
 
 

@@ -1,9 +1,10 @@
 """Training: configs, the input of a run, the loop, checkpoints, schedules, summaries.
 
-`tfface.training.train(config, workdir)` (from `trainer`) is the entry point
-that `tools/train.py` calls. It is imported lazily so that loading a config
-file (`configs/*.py` import `tfface.training.config`) does not import
-TensorFlow.
+`tfface.training.train(config, workdir)` (from `trainer`) is the library's
+entry point to a run. It is imported lazily: config files import
+`tfface.training.config`, which should not pull in the trainer and its
+input, checkpoint and summary modules. (TensorFlow itself is loaded by
+`import tfface`, which registers the Keras layers.)
 """
 
 
