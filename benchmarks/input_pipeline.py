@@ -30,8 +30,8 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfface.data import pipeline  # noqa: E402
-from tfface.data import schema  # noqa: E402
+from tfface.input import pipeline  # noqa: E402
+from tfface.data.tfrecord import schema  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFRecord directory with manifest.json.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.")

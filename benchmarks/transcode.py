@@ -40,7 +40,7 @@ _IMAGES_PER_IDENTITY = 40
 # Run in a fresh interpreter to measure peak RSS (own + worker processes).
 _RSS_CHILD = """
 import json, resource, sys
-from tfface.data import transcode
+from tfface.data.transcode import transcode
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = transcode.transcode(sys.argv[1], sys.argv[2], resume=False)
 print(json.dumps({"after_import_kb": before,
@@ -52,11 +52,11 @@ print(json.dumps({"after_import_kb": before,
 
 def _dataset(work_dir, num_images):
   """The synthetic dataset of `num_images` images, generated once."""
-  from tfface.data import insightface
-  from tfface.data import synthetic
+  from tfface.data.insightface import rec as insightface_rec
+  from tfface.data.synthetic import dataset as synthetic
   path = os.path.join(work_dir, f"rec_{num_images}")
   if os.path.exists(os.path.join(path, "property")):
-    with insightface.InsightFaceRec(path) as rec:
+    with insightface_rec.InsightFaceRec(path) as rec:
       if rec.num_images == num_images:
         return path
   identities = -(-num_images // _IMAGES_PER_IDENTITY)
@@ -70,9 +70,9 @@ def _dataset(work_dir, num_images):
 
 def _prefix(src, dst, num_images):
   """The first `num_images` images of `src` as their own dataset (no re-rendering)."""
-  from tfface.data import insightface
-  from tfface.data import insightface_writer
-  with insightface.InsightFaceRec(src) as rec, insightface_writer.InsightFaceWriter(dst) as out:
+  from tfface.data.insightface import rec as insightface_rec
+  from tfface.data.insightface import rec_writer
+  with insightface_rec.InsightFaceRec(src) as rec, rec_writer.InsightFaceWriter(dst) as out:
     for key in rec.image_keys[:num_images].tolist():
       out.add(*rec.read(key))
   return dst
@@ -101,8 +101,8 @@ def _naive_rate(rec_dir, count):
   """(images/s, CPU s/image) of read + cv2 decode + re-encode, one record at a time."""
   import cv2
   import numpy as np
-  from tfface.data import insightface
-  with insightface.InsightFaceRec(rec_dir) as rec:
+  from tfface.data.insightface import rec as insightface_rec
+  with insightface_rec.InsightFaceRec(rec_dir) as rec:
     keys = rec.image_keys[:count].tolist()
     start, cpu = time.perf_counter(), _cpu_seconds()
     for key in keys:
@@ -120,7 +120,7 @@ def _peak_rss(rec_dir, out_dir):
 
 def main(argv):
   del argv  # unused
-  from tfface.data import transcode
+  from tfface.data.transcode import transcode
   work = _WORK_DIR.value
   os.makedirs(work, exist_ok=True)
   full = _dataset(work, _NUM_IMAGES.value)
@@ -148,7 +148,7 @@ def main(argv):
   rate = images / t_transcode
   workers = min(os.cpu_count() or 1, len(result.manifest.shards))
   written_mb = sum(os.path.getsize(p) for p in result.manifest.shard_paths(out)) / 1e6
-  from tfface.data import crc32c
+  from tfface.data.tfrecord import crc32c
   print(f"dataset: {images} images, train.rec {rec_mb:.1f} MB, {os.cpu_count()} CPUs, "
         f"CRC-32C backend {crc32c.BACKEND}, load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (other processes share the CPUs)")

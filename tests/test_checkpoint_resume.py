@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import TOOLS
-import tfface  # noqa: F401  (registers the layers that .keras files need)
+import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 import training_data
 
 TOTAL = 12

@@ -15,14 +15,14 @@ import pytest
 
 from conftest import TOOLS
 from conftest import run_tool
-from tfface.data import conversions
-from tfface.data import insightface
-from tfface.data import inspect
-from tfface.data import pairs
-from tfface.data import schema
-from tfface.data import synthetic
-from tfface.data import transcode
-from tfface.data import verification_bin
+from tfface.data.insightface import conversions
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data import inspection
+from tfface.data.insightface import pairs
+from tfface.data.tfrecord import schema
+from tfface.data.synthetic import dataset as synthetic
+from tfface.data.transcode import transcode
+from tfface.data.insightface import verification_bin
 
 
 def test_make_synthetic_rec2tfrecord_inspect(tmp_path):
@@ -37,8 +37,8 @@ def test_make_synthetic_rec2tfrecord_inspect(tmp_path):
   proc = run_tool("inspect_data", out)
   assert "12 images, 4 classes, 3 shards" in proc.stdout and "image 112x112x3" in proc.stdout
   # The other kinds of path, in-process (each tool run costs a TensorFlow import).
-  assert "12 images, 4 identities (header + identity records" in inspect.describe(str(rec))
-  assert "20 pairs (10 same, 10 different)" in inspect.describe(str(rec / "synth_val.bin"))
+  assert "12 images, 4 identities (header + identity records" in inspection.describe(str(rec))
+  assert "20 pairs (10 same, 10 different)" in inspection.describe(str(rec / "synth_val.bin"))
 
 
 def test_bad_input_exits_1_with_one_line(tmp_path):
@@ -53,14 +53,14 @@ def test_bad_input_exits_1_with_one_line(tmp_path):
   assert proc.stderr.strip().splitlines()[-1].startswith(
       f"error: {tmp_path}/train.rec: bad magic 0x4b4e554a at byte offset 0")
   with pytest.raises(ValueError, match="nothing.txt: not a .rec directory"):
-    inspect.describe(str(tmp_path / "nothing.txt"))
+    inspection.describe(str(tmp_path / "nothing.txt"))
 
 
 def test_rec2img_then_img2rec_round_trip(tmp_path):
   synthetic.generate(str(tmp_path / "rec"), num_identities=3, images_per_identity=2,
                      num_pairs=20, num_val_identities=2, val_images_per_identity=2)
   run_tool("rec2img", f"--rec_dir={tmp_path / 'rec'}", f"--output_dir={tmp_path / 'img'}")
-  with insightface.InsightFaceRec(str(tmp_path / "rec")) as rec:
+  with insightface_rec.InsightFaceRec(str(tmp_path / "rec")) as rec:
     for key, label, image in rec:  # bytes written unchanged: colours stay right
       assert (tmp_path / "img" / str(label) / f"{key}.jpg").read_bytes() == image
   big = np.zeros((120, 100, 3), np.uint8)
@@ -73,7 +73,7 @@ def test_rec2img_then_img2rec_round_trip(tmp_path):
   lst = (tmp_path / "r2" / "train.lst").read_text().splitlines()
   assert lst[0] == f"1\t{tmp_path / 'img' / '0' / '1.jpg'}\t0" and len(lst) == 7
   assert (tmp_path / "r2" / "property").read_text() == "3,112,112"
-  with insightface.InsightFaceRec(str(tmp_path / "r2")) as rec:
+  with insightface_rec.InsightFaceRec(str(tmp_path / "r2")) as rec:
     assert rec.has_header and rec.labels().tolist() == [0, 0, 1, 1, 2, 2, 2]
     assert rec.read(1)[1] == (tmp_path / "img" / "0" / "1.jpg").read_bytes()
   (tmp_path / "img" / "2" / "broken.jpg").write_bytes(b"not a jpeg")

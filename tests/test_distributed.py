@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest import TOOLS
 from conftest import run_tool
-import tfface  # noqa: F401  (registers the layers that .keras files need)
+import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 import training_data
 
 STEPS = 6

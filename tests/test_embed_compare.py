@@ -9,7 +9,7 @@ from conftest import run_tool
 
 tf = pytest.importorskip("tensorflow")
 from tfface import export  # noqa: E402
-from tfface.data import verification_bin  # noqa: E402
+from tfface.data.insightface import verification_bin  # noqa: E402
 from tfface.evaluation import verification  # noqa: E402
 from tfface.export import inference  # noqa: E402
 from tfface.models import build_backbone  # noqa: E402

@@ -297,7 +297,7 @@ def zoo_model(state, tmp_path_factory):
 
 
 def test_verify_on_imported_model_matches_onnxruntime(zoo_model, images, tmp_path):
-  from tfface.data import verification_bin  # pylint: disable=import-outside-toplevel
+  from tfface.data.insightface import verification_bin  # pylint: disable=import-outside-toplevel
   from tfface.evaluation import runner  # pylint: disable=import-outside-toplevel
   from tfface.evaluation import verification  # pylint: disable=import-outside-toplevel
   source, keras_path = zoo_model

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.data import conversions
-from tfface.data import insightface
-from tfface.data import recordio
-from tfface.data import schema
-from tfface.data import transcode
-from tfface.data import verification_bin
+from tfface.data.insightface import conversions
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.insightface import recordio
+from tfface.data.tfrecord import schema
+from tfface.data.transcode import transcode
+from tfface.data.insightface import verification_bin
 
 pytestmark = pytest.mark.mxnet
 MAGIC = struct.pack("<I", 0xCED7230A)
@@ -74,7 +74,7 @@ def test_mxnet_written_rec_reads_and_transcodes_byte_identically(mxnet_python, t
   flags = {struct.unpack_from("<I", data, i + 4)[0] >> 29
            for i in range(0, len(data) - 8, 4) if data[i:i + 4] == MAGIC}
   assert 1 in flags and 3 in flags  # mxnet really split a record
-  with insightface.InsightFaceRec(str(rec_dir)) as rec:
+  with insightface_rec.InsightFaceRec(str(rec_dir)) as rec:
     assert rec.has_header and (rec.num_images, rec.num_classes) == (9, 3)
     assert {k: (l, b) for k, l, b in rec} == expected
   out = tmp_path / "tfrecords"

@@ -35,7 +35,7 @@ def _console(installed, tool, *args):
 
 
 def test_installed_layout_has_library_tools_and_configs(installed):
-  for path in ("tfface/atomic.py", "tfface/data/transcode.py", "tfface_tools/_cli.py",
+  for path in ("tfface/atomic.py", "tfface/data/transcode/transcode.py", "tfface/input/pipeline.py", "tfface_tools/_cli.py",
                "tfface_tools/train.py", "tfface_configs/emore.py",
                "tfface_configs/synthetic.py"):
     assert (installed / path).is_file(), path

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfface.data import pipeline
-from tfface.data import sampler
-from tfface.data import schema
+from tfface.input import pipeline
+from tfface.input import sampler
+from tfface.data.tfrecord import schema
 import training_data
 
 

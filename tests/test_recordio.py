@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from tfface.data import recordio
+from tfface.data.insightface import recordio
 
 MAGIC = struct.pack("<I", 0xCED7230A)
 

@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tfface.data import insightface
-from tfface.data import synthetic
-from tfface.data import verification_bin
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.synthetic import dataset as synthetic
+from tfface.data.insightface import verification_bin
 
 SMALL = dict(num_identities=5, images_per_identity=4, num_pairs=40, num_val_identities=4,
              val_images_per_identity=3)
@@ -25,7 +25,7 @@ def test_layout_and_determinism(tmp_path):
   assert _digests(tmp_path / "a") == _digests(tmp_path / "b")  # same bytes twice
   assert _digests(tmp_path / "a")["train.rec"] != _digests(tmp_path / "c")["train.rec"]
   assert (summary.num_images, summary.num_pairs) == (20, 40)
-  with insightface.InsightFaceRec(str(tmp_path / "a")) as rec:
+  with insightface_rec.InsightFaceRec(str(tmp_path / "a")) as rec:
     assert rec.has_header and rec.num_images == 20 and rec.num_classes == 5
     assert rec.labels().tolist() == [i // 4 for i in range(20)]
     label, jpeg = rec.read(1)
@@ -40,8 +40,8 @@ def test_layout_and_determinism(tmp_path):
 def test_identity_does_not_depend_on_dataset_size(tmp_path):
   synthetic.generate(str(tmp_path / "a"), **SMALL)
   synthetic.generate(str(tmp_path / "b"), **dict(SMALL, num_identities=6, images_per_identity=2))
-  with insightface.InsightFaceRec(str(tmp_path / "a")) as a, \
-       insightface.InsightFaceRec(str(tmp_path / "b")) as b:
+  with insightface_rec.InsightFaceRec(str(tmp_path / "a")) as a, \
+       insightface_rec.InsightFaceRec(str(tmp_path / "b")) as b:
     assert a.read(5) == b.read(3)  # identity 1, image 0 in both
 
 

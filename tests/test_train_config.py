@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import REPO
-from tfface.data import schema
+from tfface.data.tfrecord import schema
 from tfface.training import config as config_lib
 from tfface.training import datasets
 from tfface.training import schedules

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from conftest import REPO
 from conftest import run_tool
-import tfface  # noqa: F401  (registers the layers that .keras files need)
+import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 from tfface.training import checkpointing
 from tfface.training import config as config_lib
 from tfface.training import task as task_lib

@@ -8,16 +8,16 @@ import pytest
 import tensorflow as tf
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_crc
 
-from tfface.data import crc32c
-from tfface.data import example_batch
-from tfface.data import insightface
-from tfface.data import rec_batch
-from tfface.data import recordio
-from tfface.data import schema
-from tfface.data import shard_writer
-from tfface.data import synthetic
-from tfface.data import tfrecord_io
-from tfface.data import transcode
+from tfface.data.tfrecord import crc32c
+from tfface.data.tfrecord import example_batch
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.transcode import rec_batch
+from tfface.data.insightface import recordio
+from tfface.data.tfrecord import schema
+from tfface.data.transcode import shard_writer
+from tfface.data.synthetic import dataset as synthetic
+from tfface.data.tfrecord import framing
+from tfface.data.transcode import transcode
 
 SPEC = {
     schema.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
@@ -64,12 +64,12 @@ def test_crc32c_matches_references():
 @pytest.mark.parametrize("image, label, key", [
     (b"", 0, 0), (b"\xff\xd8" * 100, 127, 128), (os.urandom(70000), 2**40, 5), (b"x", -1, 1)])
 def test_example_bytes_parse_with_protobuf(image, label, key):
-  data = tfrecord_io.encode_example(image, label, key)
+  data = framing.encode_example(image, label, key)
   feature = tf.train.Example.FromString(data).features.feature
   assert feature[schema.FEATURE_IMAGE].bytes_list.value == [image]
   assert feature[schema.FEATURE_LABEL].int64_list.value == [label]
   assert feature[schema.FEATURE_KEY].int64_list.value == [key]
-  assert tfrecord_io.decode_example(data) == {
+  assert framing.decode_example(data) == {
       schema.FEATURE_IMAGE: image, schema.FEATURE_LABEL: label, schema.FEATURE_KEY: key}
 
 
@@ -84,8 +84,8 @@ def test_batch_framing_matches_record_at_a_time_encoding():
   for at, image in zip(framed.image_at.tolist(), images):
     view[at:at + len(image)] = image
   example_batch.seal(framed)
-  assert bytes(framed.buffer) == tfrecord_io.frame(
-      [tfrecord_io.encode_example(i, int(l), int(k)) for i, l, k in zip(images, labels, keys)])
+  assert bytes(framed.buffer) == framing.frame(
+      [framing.encode_example(i, int(l), int(k)) for i, l, k in zip(images, labels, keys)])
 
 
 def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):
@@ -97,16 +97,16 @@ def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):
   assert manifest.source["rec_size"] == os.path.getsize(rec_dir / "train.rec")
   assert [s.file for s in manifest.shards] == [schema.shard_name(i, 4) for i in range(4)]
   assert [s.num_records for s in manifest.shards] == [12, 12, 12, 12]
-  with insightface.InsightFaceRec(str(rec_dir)) as rec:
+  with insightface_rec.InsightFaceRec(str(rec_dir)) as rec:
     expected = {key: (label, image) for key, label, image in rec}
   assert {k: (l, i) for k, l, i in records} == expected  # every image, bytes unchanged
   keys = [k for k, _, _ in records]
   assert keys != sorted(keys)  # globally shuffled, not in identity order
   assert len({l for _, l, _ in records[:12]}) >= 5  # one shard mixes many identities
   for shard in manifest.shards:
-    count, sha = tfrecord_io.digest(str(tmp_path / "out" / shard.file))
+    count, sha = framing.digest(str(tmp_path / "out" / shard.file))
     assert (count, sha) == (shard.num_records, shard.sha256)
-    assert len(list(tfrecord_io.iter_records(str(tmp_path / "out" / shard.file), True))) == count
+    assert len(list(framing.iter_records(str(tmp_path / "out" / shard.file), True))) == count
 
 
 def test_same_output_for_any_worker_count_and_machine_split(rec_dir, tmp_path):
@@ -124,7 +124,7 @@ def test_same_output_for_any_worker_count_and_machine_split(rec_dir, tmp_path):
 def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, monkeypatch):
   full = transcode.transcode(str(rec_dir), str(tmp_path / "full"), num_shards=4, num_workers=1)
   out = tmp_path / "crash"
-  real_write = tfrecord_io.TFRecordWriter.write_framed
+  real_write = framing.TFRecordWriter.write_framed
   written = []
 
   def failing_write(self, data, num_records):
@@ -134,7 +134,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, mo
       raise KeyboardInterrupt("killed")
     real_write(self, data, num_records)
 
-  monkeypatch.setattr(tfrecord_io.TFRecordWriter, "write_framed", failing_write)
+  monkeypatch.setattr(framing.TFRecordWriter, "write_framed", failing_write)
   with pytest.raises(KeyboardInterrupt):
     transcode.transcode(str(rec_dir), str(out), num_shards=4, num_workers=1)
   monkeypatch.undo()
@@ -174,7 +174,7 @@ def _corrupt_and_check(rec, out, match):
 
 def test_truncated_rec(rec_dir, tmp_path):
   rec = _copy(rec_dir, tmp_path)
-  with insightface.InsightFaceRec(str(rec)) as view:
+  with insightface_rec.InsightFaceRec(str(rec)) as view:
     last_image = int(view.image_offsets()[-1])
     last_record = int(view.offset_of(int(view.identity_keys[-1])))
   os.truncate(rec / "train.rec", last_record + 10)  # inside the last record
@@ -186,7 +186,7 @@ def test_truncated_rec(rec_dir, tmp_path):
 
 def test_bad_magic(rec_dir, tmp_path):
   rec = _copy(rec_dir, tmp_path)
-  with insightface.InsightFaceRec(str(rec)) as view:
+  with insightface_rec.InsightFaceRec(str(rec)) as view:
     offset = int(view.offset_of(17))
   with open(rec / "train.rec", "r+b") as f:
     f.seek(offset)
@@ -211,7 +211,7 @@ def test_idx_past_the_end(rec_dir, tmp_path):
 
 def _rewrite_record(rec, key, header, payload):
   """Rebuilds the .rec with one record replaced (offsets change: idx rewritten)."""
-  with insightface.InsightFaceRec(str(rec)) as view:
+  with insightface_rec.InsightFaceRec(str(rec)) as view:
     keys = view.index.keys.tolist()
     records = [view.index.read_idx(k) for k in keys]
   records[keys.index(key)] = recordio.pack_header(header, payload)
@@ -228,7 +228,7 @@ def test_payload_that_is_not_an_image(rec_dir, tmp_path):
 
 def test_label_outside_property(rec_dir, tmp_path):
   rec = _copy(rec_dir, tmp_path)
-  insightface.write_property(str(rec / "property"), 5)
+  insightface_rec.write_property(str(rec / "property"), 5)
   _corrupt_and_check(rec, tmp_path / "out", r"label [5-7] is outside \[0, 5\) .*property")
 
 
@@ -246,7 +246,7 @@ def test_identity_records_in_header_less_rec_are_skipped(tmp_path):
 
 
 def test_worker_error_leaves_no_complete_looking_shard(rec_dir, tmp_path):
-  with insightface.InsightFaceRec(str(rec_dir)) as view:
+  with insightface_rec.InsightFaceRec(str(rec_dir)) as view:
     good = view.offset_of(1)
   task = shard_writer.ShardTask(str(rec_dir / "train.rec"), str(tmp_path), 0, 1,
                                 np.array([1, 2]), np.array([good, good + 4]), None, "test")
@@ -257,12 +257,12 @@ def test_worker_error_leaves_no_complete_looking_shard(rec_dir, tmp_path):
 
 def test_tfrecord_digest_detects_truncation(tmp_path):
   path = tmp_path / "x.tfrecord"
-  path.write_bytes(tfrecord_io.frame([b"abc", b"defg"]))
-  assert tfrecord_io.digest(str(path))[0] == 2
+  path.write_bytes(framing.frame([b"abc", b"defg"]))
+  assert framing.digest(str(path))[0] == 2
   assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == [b"abc", b"defg"]
   path.write_bytes(path.read_bytes()[:-3])
   with pytest.raises(ValueError, match="truncated TFRecord"):
-    tfrecord_io.digest(str(path))
+    framing.digest(str(path))
   assert struct.unpack("<Q", path.read_bytes()[:8]) == (3,)
 
 
@@ -276,7 +276,7 @@ def test_split_records_and_small_reads_give_the_same_shards(rec_dir, tmp_path, m
       # splits those records, which only the record-at-a-time reader rejoins.
       image = b"\xff\xd8\xff\xe0" + (magic if key % 3 == 0 else b"abcd") + os.urandom(key * 37)
       writer.write(recordio.pack_header(recordio.IRHeader(0, key % 4, key, 0), image), key)
-  with insightface.InsightFaceRec(str(rec)) as view:
+  with insightface_rec.InsightFaceRec(str(rec)) as view:
     expected = {key: (label, image) for key, label, image in view}
   normal = transcode.transcode(str(rec), str(tmp_path / "a"), num_shards=3, num_workers=1)
   _, records = _read_with_tf(tmp_path / "a")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tfface.data import verification_bin
+from tfface.data.insightface import verification_bin
 from tfface.evaluation import protocol
 from tfface.evaluation import roc
 from tfface.evaluation import verification as verify_lib

@@ -10,8 +10,8 @@ from conftest import run_tool
 
 tf = pytest.importorskip("tensorflow")
 from tfface import evaluation  # noqa: E402
-from tfface.data import synthetic  # noqa: E402
-from tfface.data import verification_bin  # noqa: E402
+from tfface.data.synthetic import dataset as synthetic  # noqa: E402
+from tfface.data.insightface import verification_bin  # noqa: E402
 from tfface.evaluation import protocol  # noqa: E402
 from tfface.export import loading  # noqa: E402
 from tfface.models import build_backbone  # noqa: E402

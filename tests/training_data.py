@@ -10,8 +10,8 @@ import os
 import cv2
 import numpy as np
 
-from tfface.data import schema
-from tfface.data import tfrecord_io
+from tfface.data.tfrecord import schema
+from tfface.data.tfrecord import framing
 
 
 def jpeg(rgb, quality=95):
@@ -38,14 +38,14 @@ def write_dataset(directory, images, labels, num_shards=2, num_classes=None,
   """
   os.makedirs(directory, exist_ok=True)
   keys = list(range(1, len(images) + 1)) if keys is None else list(keys)
-  writers = [tfrecord_io.TFRecordWriter(os.path.join(directory, schema.shard_name(i, num_shards)))
+  writers = [framing.TFRecordWriter(os.path.join(directory, schema.shard_name(i, num_shards)))
              for i in range(num_shards)]
   for i, (image, label, key) in enumerate(zip(images, labels, keys)):
-    writers[i % num_shards].write(tfrecord_io.encode_example(image, int(label), int(key)))
+    writers[i % num_shards].write(framing.encode_example(image, int(label), int(key)))
   shards = []
   for i, writer in enumerate(writers):
     writer.close()
-    _, sha = tfrecord_io.digest(writer.path)
+    _, sha = framing.digest(writer.path)
     shards.append(schema.ShardInfo(os.path.basename(writer.path), writer.num_records, sha))
   manifest = schema.Manifest(
       num_images=len(images),
@@ -69,8 +69,8 @@ def labelled_dataset(directory, num_classes=6, per_class=4, num_shards=2):
 def synthetic_dataset(root, num_identities=12, images_per_identity=6, num_pairs=40,
                       num_shards=4, seed=0):
   """generate + transcode into `root/rec` and `root/tfrecords`; returns the two paths."""
-  from tfface.data import synthetic  # pylint: disable=g-import-not-at-top
-  from tfface.data import transcode  # pylint: disable=g-import-not-at-top
+  from tfface.data.synthetic import dataset as synthetic  # pylint: disable=g-import-not-at-top
+  from tfface.data.transcode import transcode  # pylint: disable=g-import-not-at-top
   rec, tfr = os.path.join(root, "rec"), os.path.join(root, "tfrecords")
   synthetic.generate(rec, num_identities=num_identities,
                      images_per_identity=images_per_identity, num_pairs=num_pairs,

@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["image_dir", "output_dir"])
 
 def main(argv):
   del argv  # unused
-  from tfface.data import conversions  # after absl parsed the flags: fast --help
+  from tfface.data.insightface import conversions  # after absl parsed the flags: fast --help
   result = conversions.images_to_rec(_IMAGE_DIR.value, _OUTPUT_DIR.value, resize=_RESIZE.value)
   print(f"wrote {result.num_images} images of {result.num_classes} identities to "
         f"{result.output_dir}")

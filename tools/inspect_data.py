@@ -15,8 +15,8 @@ except ImportError:
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("usage: inspect_data.py PATH (a .rec dir, a TFRecord dir or a .bin)")
-  from tfface.data import inspect  # after absl parsed the flags: fast --help
-  print(inspect.describe(argv[1]))
+  from tfface.data import inspection  # after absl parsed the flags: fast --help
+  print(inspection.describe(argv[1]))
 
 
 def run():

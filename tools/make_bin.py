@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["pairs", "image_root", "output"])
 
 def main(argv):
   del argv  # unused
-  from tfface.data import pairs  # after absl parsed the flags: fast --help
+  from tfface.data.insightface import pairs  # after absl parsed the flags: fast --help
   vbin = pairs.build_bin(_PAIRS.value, _IMAGE_ROOT.value, _OUTPUT.value, resize=_RESIZE.value)
   print(f"wrote {_OUTPUT.value}: {vbin.num_pairs} pairs ({int(vbin.issame.sum())} same)")
 

@@ -27,7 +27,7 @@ flags.mark_flags_as_required(["output_dir"])
 
 def main(argv):
   del argv  # unused
-  from tfface.data import synthetic  # after absl parsed the flags: fast --help
+  from tfface.data.synthetic import dataset as synthetic  # after absl parsed the flags: fast --help
   summary = synthetic.generate(
       _OUTPUT_DIR.value, num_identities=_NUM_IDENTITIES.value,
       images_per_identity=_IMAGES_PER_IDENTITY.value, num_pairs=_NUM_PAIRS.value,

@@ -18,7 +18,7 @@ flags.mark_flags_as_required(["rec_dir", "output_dir"])
 
 def main(argv):
   del argv  # unused
-  from tfface.data import conversions  # after absl parsed the flags: fast --help
+  from tfface.data.insightface import conversions  # after absl parsed the flags: fast --help
   count = conversions.rec_to_images(_REC_DIR.value, _OUTPUT_DIR.value)
   print(f"wrote {count} images under {_OUTPUT_DIR.value}")
 

@@ -32,7 +32,7 @@ flags.mark_flags_as_required(["rec_dir", "output_dir"])
 
 def main(argv):
   del argv  # unused
-  from tfface.data import transcode  # after absl parsed the flags: fast --help
+  from tfface.data.transcode import transcode  # after absl parsed the flags: fast --help
   result = transcode.transcode(
       _REC_DIR.value, _OUTPUT_DIR.value, num_shards=_NUM_SHARDS.value,
       num_workers=_NUM_WORKERS.value, seed=_SEED.value, worker_index=_WORKER_INDEX.value,

@@ -5,7 +5,7 @@ import pickle
 import time
 
 from tfface import atomic
-from tfface.data import verification_bin
+from tfface.data.insightface import verification_bin
 from tfface.evaluation import roc
 from tfface.evaluation import verification
 

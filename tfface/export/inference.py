@@ -174,7 +174,7 @@ def compare_images(model_path, image1=None, image2=None, align=False, threshold=
   """
   from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
   if bin_path is not None:
-    from tfface.data import verification_bin  # pylint: disable=g-import-not-at-top
+    from tfface.data.insightface import verification_bin  # pylint: disable=g-import-not-at-top
     vbin = verification_bin.load_bin(bin_path)
     if pair is None or not -vbin.num_pairs <= pair < vbin.num_pairs:
       raise ValueError(f"{bin_path}: pair {pair} out of range; the file has "

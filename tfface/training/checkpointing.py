@@ -142,7 +142,7 @@ def load_pretrained(path: str, backbone):
   if path.endswith(".keras"):
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{path}: no such .keras file (--pretrained)")
-    import tfface  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    import tfface.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     source = keras.saving.load_model(path, compile=False)
     _copy_weights(source, backbone, path)
     return f"backbone weights from {path}"

@@ -20,7 +20,7 @@ epochs, gradient-norm clip 5.
 import dataclasses
 import os
 
-from tfface.data import schema
+from tfface.data.tfrecord import schema
 
 
 @dataclasses.dataclass(frozen=True)

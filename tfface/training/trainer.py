@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfface.data import pipeline
+from tfface.input import pipeline
 from tfface.training import checkpointing
 from tfface.training import config as config_lib
 from tfface.training import datasets
@@ -70,7 +70,7 @@ def _plan(config, manifest, replicas):
         f"[0, num_classes): drop --config.num_classes or fix the data")
   global_batch = config.batch_size * replicas
   if config.loss == "triplet":
-    from tfface.data import sampler  # pylint: disable=g-import-not-at-top
+    from tfface.input import sampler  # pylint: disable=g-import-not-at-top
     sampler.check_batch(config.batch_size, config.triplet.images_per_identity)
   return _Plan(
       num_classes=manifest.num_classes, num_images=manifest.num_images,

@@ -16,7 +16,7 @@ import os
 import tensorflow as tf
 
 from tfface import evaluation
-from tfface.data import verification_bin
+from tfface.data.insightface import verification_bin
 from tfface.training import checkpointing
 
 RESULTS = "verification.json"

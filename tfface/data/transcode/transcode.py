@@ -27,10 +27,10 @@ import time
 import numpy as np
 
 from tfface import atomic
-from tfface.data import insightface
-from tfface.data import schema
-from tfface.data import shard_writer
-from tfface.data import tfrecord_io
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.tfrecord import schema
+from tfface.data.transcode import shard_writer
+from tfface.data.tfrecord import framing
 
 transcode_log = logging.getLogger(__name__)
 
@@ -58,14 +58,14 @@ def shard_assignment(num_images: int, num_shards: int, seed: int) -> list[np.nda
   return [order[bounds[i]:bounds[i + 1]] for i in range(num_shards)]
 
 
-def _record_ends(rec: insightface.InsightFaceRec, offsets: np.ndarray,
+def _record_ends(rec: insightface_rec.InsightFaceRec, offsets: np.ndarray,
                  rec_bytes: int) -> np.ndarray:
   """Where each record at `offsets` ends at the latest: the next record's offset."""
   starts = np.sort(rec.index.offsets)
   return np.append(starts, rec_bytes)[np.searchsorted(starts, offsets, side="right")]
 
 
-def _plan(rec: insightface.InsightFaceRec, num_shards: int, seed: int) -> dict:
+def _plan(rec: insightface_rec.InsightFaceRec, num_shards: int, seed: int) -> dict:
   return {
       "format_version": schema.MANIFEST_FORMAT_VERSION,
       "rec_size": os.path.getsize(rec.rec_path),
@@ -263,7 +263,7 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
   if not 0 <= worker_index < num_workers_total:
     raise ValueError(f"worker_index must be in [0, {num_workers_total}); got {worker_index}")
   start = time.time()
-  with insightface.InsightFaceRec(rec_dir) as rec:
+  with insightface_rec.InsightFaceRec(rec_dir) as rec:
     if rec.num_images == 0:
       raise ValueError(f"{rec.rec_path}: holds no image records")
     rec_bytes = os.path.getsize(rec.rec_path)
@@ -301,7 +301,7 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
                          sum(r["num_bytes"] for r in results), time.time() - start)
 
 
-def finalize(output_dir: str, rec: insightface.InsightFaceRec, plan: dict,
+def finalize(output_dir: str, rec: insightface_rec.InsightFaceRec, plan: dict,
              verified=()) -> schema.Manifest:
   """Verifies every shard against its sidecar, then writes and re-reads the manifest.
 
@@ -325,7 +325,7 @@ def finalize(output_dir: str, rec: insightface.InsightFaceRec, plan: dict,
     if i in verified:
       num_records, sha = side["num_records"], side["sha256"]
     else:
-      num_records, sha = tfrecord_io.digest(path)
+      num_records, sha = framing.digest(path)
     if (num_records, sha) != (side["num_records"], side["sha256"]):
       raise ValueError(f"{path}: on disk it has {num_records} records, sha256 {sha}; its "
                        f"writer recorded {side['num_records']} records, sha256 "
@@ -334,7 +334,7 @@ def finalize(output_dir: str, rec: insightface.InsightFaceRec, plan: dict,
     if side["max_label"] is not None:
       max_label = max(max_label, side["max_label"])
   notes = list(rec.notes)
-  if max_label > insightface.FLOAT32_EXACT_LIMIT:
+  if max_label > insightface_rec.FLOAT32_EXACT_LIMIT:
     notes.append(f"{rec.rec_path}: labels up to {max_label} exceed 2**24; float32 labels "
                  "in RecordIO may be off by one above that")
     transcode_log.warning(notes[-1])

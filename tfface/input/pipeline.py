@@ -23,8 +23,8 @@ import functools
 
 import tensorflow as tf
 
-from tfface.data import sampler as sampler_lib
-from tfface.data import schema
+from tfface.input import sampler as sampler_lib
+from tfface.data.tfrecord import schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 LABEL_ERROR = "labels outside [0, num_classes)"
@@ -53,7 +53,7 @@ class InputOptions:
       slower, for tests and exact resumption.
     seed: seed of the shuffles and flips; None draws one.
     images_per_identity: if set, batches are identity-balanced: P identities
-      x K = images_per_identity images (see `tfface.data.sampler`).
+      x K = images_per_identity images (see `tfface.input.sampler`).
     cycle_length: shard files read concurrently.
     decode_parallelism: chunks of records decoded concurrently (AUTOTUNE:
       one per core).

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from tfface.data import insightface_writer
-from tfface.data import synthetic_faces
-from tfface.data import verification_bin
+from tfface.data.insightface import rec_writer
+from tfface.data.synthetic import faces as synthetic_faces
+from tfface.data.insightface import verification_bin
 
 NUM_FOLDS = 10
 VAL_NAME = "synth_val.bin"
@@ -120,7 +120,7 @@ def generate(output_dir: str, num_identities: int = 300, images_per_identity: in
   os.makedirs(output_dir, exist_ok=True)
   faces = _Faces(seed)
   total = num_identities * images_per_identity
-  with insightface_writer.InsightFaceWriter(output_dir) as writer:
+  with rec_writer.InsightFaceWriter(output_dir) as writer:
     for person in range(num_identities):
       for image in range(images_per_identity):
         writer.add(person, faces.jpeg(person, image))

@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from tfface.data import conversions
-from tfface.data import verification_bin
+from tfface.data.insightface import conversions
+from tfface.data.insightface import verification_bin
 
 
 def _lfw_path(root: str, name: str, number: str) -> str:

@@ -11,8 +11,8 @@ RecordIO magic, so the record is never split).
 import os
 
 from tfface import atomic
-from tfface.data import insightface
-from tfface.data import recordio
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.insightface import recordio
 
 
 class InsightFaceWriter(atomic.CommitOnSuccess):
@@ -71,7 +71,7 @@ class InsightFaceWriter(atomic.CommitOnSuccess):
     self._writer.patch(self._header_offset,
                        self._header([end_key, end_key + self.num_classes]))
     self._writer.close()
-    insightface.write_property(os.path.join(self.output_dir, "property"),
+    insightface_rec.write_property(os.path.join(self.output_dir, "property"),
                                self.num_classes, *self.image_size)
 
   def abort(self):

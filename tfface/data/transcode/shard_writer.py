@@ -13,12 +13,12 @@ import os
 import numpy as np
 
 from tfface import atomic
-from tfface.data import example_batch
-from tfface.data import insightface
-from tfface.data import rec_batch
-from tfface.data import recordio
-from tfface.data import schema
-from tfface.data import tfrecord_io
+from tfface.data.tfrecord import example_batch
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.transcode import rec_batch
+from tfface.data.insightface import recordio
+from tfface.data.tfrecord import schema
+from tfface.data.tfrecord import framing
 
 # Leading bytes of the image formats tf.io.decode_image reads.
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
@@ -81,7 +81,7 @@ def _read_one(task: ShardTask, reader: recordio.RecordIOReader, key: int,
   header, image = recordio.unpack_header(reader.read_at(offset), where)
   if not _check_image(task, key, offset, header.label, image):
     return None
-  label = int(header.label) if header.flag == 0 else insightface.class_of(header.label)
+  label = int(header.label) if header.flag == 0 else insightface_rec.class_of(header.label)
   if label < 0 or (task.num_classes is not None and label >= task.num_classes):
     raise ValueError(f"{where}: label {label} is outside [0, {task.num_classes}) "
                      f"({task.num_classes_source})")
@@ -214,7 +214,7 @@ def write_shard(task: ShardTask, report=None) -> dict:
 def _write(task: ShardTask, data, num_records: int, labels: np.ndarray) -> dict:
   """Writes, verifies, records and renames one shard; returns its sidecar."""
   path = os.path.join(task.output_dir, task.name)
-  writer = tfrecord_io.TFRecordWriter(path)
+  writer = framing.TFRecordWriter(path)
   try:
     writer.write_framed(data, num_records)
     # Read the file back before it gets its final name: what is on disk must be

@@ -1,6 +1,6 @@
 """Many `tf.train.Example`s framed as TFRecords in one buffer, with numpy.
 
-`tfrecord_io.encode_example` + `frame` build each record from a handful of
+`framing.encode_example` + `frame` build each record from a handful of
 Python byte strings, about 10 us per record. A transcode worker writes
 thousands of records per shard whose only varying parts are a few varints
 (lengths, label, key), so here every record's bytes around its image are laid
@@ -13,8 +13,8 @@ import dataclasses
 
 import numpy as np
 
-from tfface.data import crc32c
-from tfface.data import tfrecord_io
+from tfface.data.tfrecord import crc32c
+from tfface.data.tfrecord import framing
 
 
 
@@ -42,9 +42,9 @@ def _table(entries: list) -> tuple[np.ndarray, np.ndarray]:
   return matrix, np.array([len(e or b"") for e in entries])
 
 
-_LABEL_HEADS = _table(tfrecord_io.LABEL_HEADS)  # indexed by the label varint width
-_KEY_HEADS = _table(tfrecord_io.KEY_HEADS)
-_IMAGE_HEAD = tfrecord_io.IMAGE_NAME + b"\x12"  # feature name, then the Feature tag
+_LABEL_HEADS = _table(framing.LABEL_HEADS)  # indexed by the label varint width
+_KEY_HEADS = _table(framing.KEY_HEADS)
+_IMAGE_HEAD = framing.IMAGE_NAME + b"\x12"  # feature name, then the Feature tag
 
 
 def _constant(data: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +67,8 @@ def _concatenate(pieces) -> tuple[np.ndarray, np.ndarray]:
 
 # The most bytes around one image: framing 16, tags 4, 7 varints of up to 10
 # bytes, feature names.
-_RECORD_OVERHEAD = 16 + 4 + 7 * 10 + len(tfrecord_io.LABEL_HEADS[10]) + len(
-    tfrecord_io.KEY_HEADS[10]) + len(_IMAGE_HEAD)
+_RECORD_OVERHEAD = 16 + 4 + 7 * 10 + len(framing.LABEL_HEADS[10]) + len(
+    framing.KEY_HEADS[10]) + len(_IMAGE_HEAD)
 
 
 def size_bound(image_lengths: np.ndarray) -> int:

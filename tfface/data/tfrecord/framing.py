@@ -13,8 +13,8 @@ import zlib
 from typing import Iterator
 
 from tfface import atomic
-from tfface.data import crc32c
-from tfface.data import schema
+from tfface.data.tfrecord import crc32c
+from tfface.data.tfrecord import schema
 
 _U64 = struct.Struct("<Q")
 _READ_BLOCK = 8 << 20

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from tfface import atomic
-from tfface.data import recordio
+from tfface.data.insightface import recordio
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import os
 import cv2
 import numpy as np
 
-from tfface.data import insightface
-from tfface.data import schema
-from tfface.data import tfrecord_io
-from tfface.data import verification_bin
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.tfrecord import schema
+from tfface.data.tfrecord import framing
+from tfface.data.insightface import verification_bin
 
 _SAMPLES = 3
 
@@ -34,8 +34,8 @@ def describe(path: str) -> str:
       return describe_tfrecord_dir(path)
     if os.path.exists(os.path.join(path, "train.rec")):
       return describe_rec(path)
-    if tfrecord_io.tfrecord_files(path):
-      return "\n".join(describe_tfrecord_file(p) for p in tfrecord_io.tfrecord_files(path))
+    if framing.tfrecord_files(path):
+      return "\n".join(describe_tfrecord_file(p) for p in framing.tfrecord_files(path))
   elif path.endswith(".rec"):
     idx = path[:-4] + ".idx"
     return describe_rec((path, idx if os.path.exists(idx) else None))
@@ -49,7 +49,7 @@ def describe(path: str) -> str:
 
 def describe_rec(source) -> str:
   """The summary of a `.rec` dataset: counts, layout, notes, samples."""
-  with insightface.InsightFaceRec(source) as rec:
+  with insightface_rec.InsightFaceRec(source) as rec:
     lines = [rec.describe()]
     if rec.property:
       p = rec.property
@@ -89,16 +89,16 @@ def describe_tfrecord_dir(directory: str) -> str:
 
 def describe_tfrecord_file(path: str) -> str:
   """Record count and samples of one `.tfrecord` file."""
-  count, _ = tfrecord_io.digest(path)
+  count, _ = framing.digest(path)
   return "\n".join([f"{path}: {count} records"] + _tfrecord_samples(path))
 
 
 def _tfrecord_samples(path: str) -> list[str]:
   lines = []
-  for i, record in enumerate(tfrecord_io.iter_records(path, check_crc=True)):
+  for i, record in enumerate(framing.iter_records(path, check_crc=True)):
     if i == _SAMPLES:
       break
-    example = tfrecord_io.decode_example(record)
+    example = framing.decode_example(record)
     image = example.get(schema.FEATURE_IMAGE, b"")
     lines.append(f"  sample {os.path.basename(path)}[{i}]: label "
                  f"{example.get(schema.FEATURE_LABEL)}, source key "

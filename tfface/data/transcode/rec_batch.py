@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from tfface.data import recordio
+from tfface.data.insightface import recordio
 
 _BLOCK = 8 << 20  # bytes read at once at most
 _GAP = 16 << 10  # records further apart than this are read separately

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from tfface import atomic
-from tfface.data import insightface
-from tfface.data import insightface_writer
+from tfface.data.insightface import rec as insightface_rec
+from tfface.data.insightface import rec_writer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 _EXTENSION_BY_SIGNATURE = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"BM", ".bmp"),
@@ -40,7 +40,7 @@ def rec_to_images(rec_dir, output_dir: str) -> int:
     The number of images written.
   """
   count = 0
-  with insightface.InsightFaceRec(rec_dir) as rec:
+  with insightface_rec.InsightFaceRec(rec_dir) as rec:
     for key, label, image in rec:
       folder = os.path.join(output_dir, str(label))
       os.makedirs(folder, exist_ok=True)
@@ -128,7 +128,7 @@ def images_to_rec(image_dir: str, output_dir: str, resize: bool = False,
   """
   items = list_image_folder(image_dir)
   os.makedirs(output_dir, exist_ok=True)
-  with insightface_writer.InsightFaceWriter(output_dir, image_size=size) as writer:
+  with rec_writer.InsightFaceWriter(output_dir, image_size=size) as writer:
     for path, label in items:
       writer.add(label, load_face_image(path, size, resize))
   write_lst(os.path.join(output_dir, "train.lst"), items)

@@ -1,0 +1,1 @@
+"""MXNet and InsightFace file formats: RecordIO, `.rec` datasets, `.bin` pairs, `.lst`."""

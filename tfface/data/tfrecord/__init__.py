@@ -1,0 +1,1 @@
+"""The TFRecord layout tfface trains from: Example schema, shard names, manifest, framing."""
