@@ -1,0 +1,79 @@
+"""The one decode policy: images decode to exactly the pixels OpenCV gives.
+
+InsightFace decodes with OpenCV (`cv2.imdecode`, libjpeg's accurate integer
+IDCT). TensorFlow's default JPEG decoder uses the fast integer IDCT, which
+on a q95 112x112 face changes about two thirds of the pixel values by up to
+17 levels; a model trained on those pixels and served on OpenCV's sees a
+slightly different input distribution. So every path decodes alike:
+
+* numpy (verification, IJB, embedding files): `decode_image` = `cv2.imdecode`
+  then BGR -> RGB;
+* TensorFlow graphs (the training input, the SavedModel's `serving_default`):
+  `decode_image_tf` = `tf.io.decode_jpeg(dct_method="INTEGER_ACCURATE")`,
+  equal to `cv2.imdecode` pixel for pixel (tests/test_decode.py checks every
+  path against it); other formats through `tf.io.decode_image`.
+
+Images that are not the model's size are resized as InsightFace's loaders
+do: shorter side to the target with bicubic interpolation, then a centre
+crop (`resize_like_insightface`).
+"""
+import cv2
+import numpy as np
+
+# libjpeg's accurate integer IDCT: the one OpenCV (and InsightFace) uses.
+TF_DCT_METHOD = "INTEGER_ACCURATE"
+
+
+def resize_like_insightface(img, size):
+  """Shorter side to `size` with bicubic interpolation (`mx.image.resize_short`).
+
+  InsightFace then expects a square image; for a non-square source we also
+  crop the centre so the result always has the model's input size.
+  """
+  height, width = img.shape[:2]
+  target_h, target_w = size
+  scale = max(target_h / height, target_w / width)
+  new_h, new_w = max(target_h, round(height * scale)), max(target_w, round(width * scale))
+  img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_CUBIC)
+  top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+  return img[top:top + target_h, left:left + target_w]
+
+
+def decode_image(data, image_size=None, where="<image>"):
+  """Decodes JPEG/PNG/BMP bytes to an RGB uint8 array, resized if asked.
+
+  Args:
+    data: encoded image bytes.
+    image_size: `(height, width)` wanted, or None to keep the decoded size.
+    where: a description of the image for error messages (file and index).
+
+  Returns:
+    `(image, resized)`: the uint8 [H, W, 3] RGB array and whether it was resized.
+
+  Raises:
+    ValueError: the bytes are not a decodable image.
+  """
+  buf = np.frombuffer(data, dtype=np.uint8)
+  bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+  if bgr is None:
+    raise ValueError(f"{where}: cannot decode image ({len(data)} bytes; "
+                     "expected JPEG, PNG or BMP)")
+  rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+  if image_size is not None and rgb.shape[:2] != tuple(image_size):
+    return resize_like_insightface(rgb, tuple(image_size)), True
+  return rgb, False
+
+
+def decode_image_tf(data):
+  """One encoded image (scalar tf.string) -> uint8 [H, W, 3] RGB, as `decode_image`.
+
+  JPEG goes through `decode_jpeg` with the accurate integer IDCT, so pixels
+  equal `cv2.imdecode`'s; PNG/BMP/GIF through `decode_image` (lossless
+  formats decode alike everywhere).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  image = tf.cond(
+      tf.io.is_jpeg(data),
+      lambda: tf.io.decode_jpeg(data, channels=3, dct_method=TF_DCT_METHOD),
+      lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+  return tf.ensure_shape(image, [None, None, 3])
