@@ -23,7 +23,8 @@ TOTAL = 12
 
 
 def _command(data_dir, workdir):
-  return [sys.executable, str(TOOLS / "train.py"), f"--data_dir={data_dir}",
+  return [sys.executable, str(TOOLS / "train.py"), "--dataset=synthetic",
+          f"--data_dir={data_dir}",
           f"--workdir={workdir}", f"--total_steps={TOTAL}", "--checkpoint_every=3",
           "--batch_size=8", "--config.input.deterministic=True",
           "--config.log_every=1", "--config.verify_at_start=False",

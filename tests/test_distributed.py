@@ -59,7 +59,8 @@ def _mirrored_halves_dataset(directory, per_replica=4, steps=STEPS):
 def test_mirrored_two_cpus_matches_one_device(tmp_path, options):
   data = str(tmp_path / "data")
   _mirrored_halves_dataset(data)
-  common = [f"--data_dir={data}", f"--total_steps={STEPS}", "--checkpoint_every=100",
+  common = ["--dataset=synthetic", f"--data_dir={data}", f"--total_steps={STEPS}",
+            "--checkpoint_every=100",
             "--config.input.shuffle=False", "--config.input.random_flip=False",
             "--config.input.deterministic=True", "--config.log_every=1",
             "--config.verify_at_start=False", "--config.val_dir=", *options]
@@ -115,7 +116,7 @@ def test_multi_worker_trains_identically_and_only_the_chief_writes(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
         {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
     procs.append(subprocess.Popen(
-        [sys.executable, str(TOOLS / "train.py"), f"--data_dir={data}",
+        [sys.executable, str(TOOLS / "train.py"), "--dataset=synthetic", f"--data_dir={data}",
          f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2",
          "--batch_size=4", "--strategy=multi_worker", "--config.log_every=1",
          "--config.verify_at_start=False", "--config.val_dir="],

@@ -158,3 +158,30 @@ def test_triplet_without_farther_negative_and_singletons(mining):
   assert float(losses.triplet_loss(np.array([0, 1]), emb[:2], mining=mining)) == 0.0
   with pytest.raises(ValueError, match="mining"):
     losses.triplet_loss(labels, emb, mining="hardest")
+
+
+def _sphereface_psi(cos, m1, m2, m3):
+  """SphereFace's monotonic psi on phi = m1 * theta + m2, from scratch in float64."""
+  phi = m1 * math.acos(min(max(cos, -1.0), 1.0)) + m2
+  k = math.floor(phi / math.pi)
+  return (-1.0) ** k * math.cos(phi) - 2.0 * k - m3
+
+
+@pytest.mark.parametrize("m1, m2, m3", [(2.0, 0.0, 0.0), (4.0, 0.0, 0.0), (1.35, 0.0, 0.0),
+                                        (2.0, 0.3, 0.2)])
+def test_multiplicative_margin_is_monotonic_beyond_pi_over_m1(m1, m2, m3):
+  # Worse samples (larger theta) must never get a higher target logit; at
+  # m1 = 2 the old fallback jumped from -1.0 at 89.9 degrees to -0.002 at 90.1.
+  theta = np.linspace(0.0, math.pi, 3601)
+  cos = np.cos(theta).astype("float32")[:, None]
+  got = losses.combined_margin_logits(cos, np.zeros(len(cos), int), s=1.0, m1=m1, m2=m2,
+                                      m3=m3).numpy()[:, 0]
+  assert np.all(np.diff(got) <= 1e-4), got[np.argmax(np.diff(got))]
+  expected = [_sphereface_psi(float(c), m1, m2, m3) for c in cos[:, 0]]
+  np.testing.assert_allclose(got, expected, atol=2e-3)
+  # Either side of 90 degrees at m1 = 2: both near -1, not a jump to 0.
+  if (m1, m2, m3) == (2.0, 0.0, 0.0):
+    near = losses.combined_margin_logits(
+        np.cos(np.radians([[89.9], [90.1]])).astype("float32"), np.zeros(2, int), s=1.0,
+        m1=2.0, m2=0.0).numpy()[:, 0]
+    np.testing.assert_allclose(near, [-1.0, -1.0], atol=1e-3)

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from conftest import REPO
+from conftest import run_tool
 from tfface.data.tfrecord import schema
 from tfface.training import config as config_lib
 from tfface.training import datasets
@@ -67,12 +68,17 @@ def test_seed_shortcuts():
   assert config.val_targets == ("lfw", "cfp_fp", "agedb_30")
   assert config_lib.default_workdir(config) == "models/r50-cosface-emore"
 
-  # The fourth seed command: triplet fine-tuning of the softmax model.
-  config = config_lib.apply_shortcuts(_load("synthetic"), network="m1", loss="triplet",
+  # The fourth seed command (no --dataset: emore is the default config, as
+  # it was InsightFace's default dataset): triplet fine-tuning of the softmax model.
+  config = config_lib.apply_shortcuts(_load("emore"), network="m1", loss="triplet",
                                       lr=0.005, pretrained="./models/m1-softmax-emore")
-  assert config.backbone.overrides.to_dict() == {}  # the tiny-r18 overrides went
+  assert (config.network, config.loss, config.dataset) == ("m1", "triplet", "emore")
   assert config.pretrained == "./models/m1-softmax-emore"
   assert config.triplet.images_per_identity == 5
+  # --network clears backbone overrides tuned for another network.
+  config = _load("synthetic")
+  config = config_lib.apply_shortcuts(config, {"network": "mbf"})
+  assert config.network == "mbf" and config.backbone.overrides.units == (1, 1, 1, 1)
 
 
 def test_loss_change_resets_tuned_margins_and_overrides_win():
@@ -80,10 +86,82 @@ def test_loss_change_resets_tuned_margins_and_overrides_win():
   config.head.m2 = 0.2
   config = config_lib.apply_shortcuts(config, loss="cosface")
   assert config.head.m2 is None
-  config = config_lib.apply_shortcuts(_load("synthetic"), {"head.s": 16.0, "base_lr": 0.2},
+  config = config_lib.apply_shortcuts(_load("emore"), {"head.s": 16.0, "base_lr": 0.2},
                                       dataset="emore")
-  assert config.head.s == 16.0 and config.base_lr == 0.2  # --config.* beat --dataset
+  assert config.head.s == 16.0 and config.base_lr == 0.2  # --config.* beat the file
   assert config.data_dir == "datasets/faces_emore/tfrecords"
+
+
+@pytest.mark.parametrize("name, shortcut, value", [
+    ("synthetic", "dataset", "emore"), ("synthetic", "network", "r50"),
+    ("glint360k", "loss", "arcface")])
+def test_a_shortcut_may_not_contradict_the_config_file(name, shortcut, value):
+  # The config file sets these; a shortcut used to overwrite them silently.
+  with pytest.raises(ValueError, match=rf"--{shortcut}={value} contradicts {shortcut}=.* "
+                     rf"set by the config file; .* --config\.{shortcut}={value}"):
+    config_lib.apply_shortcuts(_load(name), **{shortcut: value})
+  # The explicit override is how to change the file's value.
+  config = config_lib.apply_shortcuts(_load(name), {shortcut: value})
+  assert config[shortcut] == value
+  # Values the file did not change (the base recipe's) take the shortcut.
+  config = config_lib.apply_shortcuts(_load("emore"), **{shortcut: value})
+  assert config[shortcut] == value
+  # Run shortcuts (where and how long) always apply.
+  config = config_lib.apply_shortcuts(_load("synthetic"), data_dir="/d", total_steps=9,
+                                      checkpoint_every=3, lr=0.01, batch_size=8)
+  assert (config.data_dir, config.total_steps, config.checkpoint_every,
+          config.batch_size) == ("/d", 9, 3, 8)
+
+
+def test_recipes_live_in_config_files_not_in_the_dataset_table():
+  synthetic = _load("synthetic")
+  assert (synthetic.head.s, synthetic.batch_size, synthetic.base_lr * 32 / 512) == (
+      8.0, 32, pytest.approx(0.2))
+  for name, spec in datasets.DATASETS.items():
+    assert not hasattr(spec, "recipe"), name
+    locate = config_lib.base_config()
+    datasets.locate(locate, name)
+    # Pointing at a dataset changes its location and targets, never the recipe.
+    changed = {k for k in config_lib.field_paths(locate)
+               if locate[k.split(".")[0]] != config_lib.base_config()[k.split(".")[0]]}
+    assert changed <= {"dataset", "data_dir", "val_dir", "val_targets"}, changed
+  glint, webface = _load("glint360k"), _load("webface42m")
+  assert glint.head.partial_fc and glint.head.sample_rate == 0.1
+  assert webface.head.partial_fc and webface.head.sample_rate == 0.2
+  assert webface.dataset == "webface42m" and webface.head.m3 == 0.4
+
+
+def test_unknown_config_field_is_one_line_naming_the_nearest(tmp_path):
+  with pytest.raises(ValueError, match=r"--config\.head\.sampel_rate: no such config field; "
+                     r"nearest known: head\.sample_rate"):
+    config_lib.check_field(config_lib.base_config(), "head.sampel_rate")
+  config_lib.check_field(config_lib.base_config(), "backbone.overrides.units")  # open
+  proc = run_tool("train", "--config.head.no_such_field=1", check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      "error: --config.head.no_such_field: no such config field; nearest known: "
+      "head.easy_margin, head.kernel_init_std, head.m1, head.m2, head.m3, head.margin_warmup "
+      "(every field: tfface/training/config.py)"], proc.stderr
+
+
+def test_partial_fc_and_precision_settings_are_checked():
+  config = _load("emore")
+  config = config_lib.apply_shortcuts(config, {"head.partial_fc": True})
+  assert config.head.sample_rate == config_lib.DEFAULT_SAMPLE_RATE == 0.1
+  for loss in ("softmax", "triplet"):
+    with pytest.raises(ValueError, match=f"partial_fc works with the arcface, cosface, "
+                       f"combined losses, not --loss={loss}"):
+      config_lib.apply_shortcuts(_load("emore"), {"head.partial_fc": True}, loss=loss)
+  for rate in (0.0, 1.5, -0.1):
+    with pytest.raises(ValueError, match=r"head.sample_rate must be in \(0, 1\]"):
+      config_lib.apply_shortcuts(_load("emore"), {"head.partial_fc": True,
+                                                  "head.sample_rate": rate})
+  assert config_lib.apply_shortcuts(_load("emore"), mixed_precision=True).mixed_precision == (
+      "mixed_float16")
+  assert config_lib.apply_shortcuts(
+      _load("emore"), mixed_precision="mixed_bfloat16").mixed_precision == "mixed_bfloat16"
+  with pytest.raises(ValueError, match="unknown mixed_precision 'float8'"):
+    config_lib.apply_shortcuts(_load("emore"), mixed_precision="float8")
 
 
 def test_bad_names_are_rejected():

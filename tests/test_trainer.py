@@ -97,7 +97,8 @@ def test_nan_loss_stops_with_the_last_good_checkpoint_intact(synth, tmp_path):
   _train_in_process(workdir, tfr, total_steps=2, checkpoint_every=2, loss="softmax")
   with open(workdir / "backbone.keras", "rb") as f:
     good = f.read()
-  proc = run_tool("train", f"--data_dir={tfr}", f"--workdir={workdir}", "--loss=softmax",
+  proc = run_tool("train", f"--config={SYNTHETIC}", f"--data_dir={tfr}",
+                  f"--workdir={workdir}", "--loss=softmax",
                   "--lr=1e30", "--total_steps=8", "--checkpoint_every=100",
                   "--config.verify_at_start=False", *SMALL,
                   check=False)
@@ -163,7 +164,8 @@ def test_fine_tuning_onto_other_identities_builds_a_new_head(first_run, tmp_path
 
 def test_triplet_fine_tuning_seed_command(synth, first_run, tmp_path):
   _, tfr = synth
-  proc = run_tool("train", "--loss", "triplet", "--lr", "0.005", "--pretrained",
+  proc = run_tool("train", f"--config={SYNTHETIC}", "--loss", "triplet", "--lr", "0.005",
+                  "--pretrained",
                   str(first_run), f"--data_dir={tfr}", f"--workdir={tmp_path / 'triplet'}",
                   "--total_steps=2", "--batch_size=10", "--config.log_every=1",
                   "--config.verify_at_start=False")

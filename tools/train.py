@@ -8,13 +8,15 @@
   python tools/train.py --dataset synthetic --data_dir=TFRECORDS \
       --val_bins=DIR/synth_val.bin --workdir=W --total_steps=N
 
-`--config=configs/NAME.py` picks a config file (default: configs/synthetic.py,
-or configs/DATASET.py when `--dataset` names one); `--config.FIELD=VALUE`
-overrides any field and wins over the shortcut flags. Rerunning the same
+`--config=configs/NAME.py` picks a config file, a whole recipe (default:
+configs/DATASET.py for `--dataset DATASET`, else configs/emore.py, as emore was
+InsightFace's default dataset); `--config.FIELD=VALUE` overrides any field and
+wins over the shortcut flags, which may not contradict the config file. Rerunning the same
 command resumes from the last checkpoint in the workdir. See
 docs/training.md.
 """
 import os
+import sys
 
 from absl import flags
 from absl import logging as absl_logging
@@ -29,24 +31,50 @@ except ImportError:
 def _config_dir() -> str:
   """`configs/` beside `tools/` in a checkout, else the installed `tfface_configs`."""
   beside = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs")
-  if os.path.isfile(os.path.join(beside, "base.py")):
+  if os.path.isfile(os.path.join(beside, "emore.py")):
     return os.path.normpath(beside)
   import tfface_configs  # pylint: disable=g-import-not-at-top
   return os.path.dirname(os.path.abspath(tfface_configs.__file__))
 
 
 _CONFIGS = _config_dir()
+
+
+def _check_config_overrides(argv):
+  """One error line for a `--config.FIELD` that names no field, before absl parses.
+
+  ml_collections parses the overrides while the flag is defined (at import)
+  and would end with a raw AttributeError traceback. Every config file
+  derives from `base_config()`, so its fields are the ones to check.
+  """
+  from tfface.training import config as config_lib  # pylint: disable=g-import-not-at-top
+  base = config_lib.base_config()
+  for arg in argv[1:]:
+    if arg == "--":
+      break
+    if arg.startswith("--config."):
+      try:
+        config_lib.check_field(base, arg[len("--config."):].split("=", 1)[0])
+      except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+# Before DEFINE_config_file, which parses `--config.*` from sys.argv at once.
+_check_config_overrides(sys.argv)
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_CONFIGS, "synthetic.py"),
-    "Config file (configs/NAME.py); default configs/synthetic.py, or configs/DATASET.py "
-    "for --dataset DATASET.", lock_config=True)
+    "config", os.path.join(_CONFIGS, "emore.py"),
+    "Config file (configs/NAME.py); default configs/DATASET.py for --dataset DATASET, "
+    "else configs/emore.py.", lock_config=True)
 _NETWORK = flags.DEFINE_enum(
     "network", None, ["r18", "r34", "r50", "r100", "r200", "mbf", "y1", "m1"],
     "Backbone (clears the config's backbone overrides).")
 _LOSS = flags.DEFINE_enum("loss", None, ["arcface", "cosface", "combined", "softmax",
                                          "triplet"], "Loss / head recipe.")
-_DATASET = flags.DEFINE_enum("dataset", None, ["emore", "glint360k", "custom", "synthetic"],
-                             "Named dataset: its location, targets and recipe.")
+_DATASET = flags.DEFINE_enum(
+    "dataset", None, ["emore", "glint360k", "webface42m", "custom", "synthetic"],
+    "Named dataset: its location and verification targets; without --config, also its "
+    "recipe (configs/DATASET.py).")
 _PRETRAINED = flags.DEFINE_string(
     "pretrained", None, "Backbone to start from: a workdir, a checkpoint (directory or "
     "prefix) or a .keras file. A new head is built for the data's identities.")
@@ -67,8 +95,11 @@ _STRATEGY = flags.DEFINE_enum("strategy", None, ["auto", "one_device", "mirrored
 _CPU_REPLICAS = flags.DEFINE_integer(
     "cpu_replicas", None, "Split the CPU into N logical devices (MirroredStrategy "
     "without GPUs).")
-_MIXED_PRECISION = flags.DEFINE_bool("mixed_precision", None,
-                                     "float16 compute with a loss-scale optimizer.")
+_MIXED_PRECISION = flags.DEFINE_enum(
+    "mixed_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Compute policy of the backbone: mixed_float16 (GPUs; with a loss-scale optimizer), "
+    "mixed_bfloat16 (TPUs, Ampere GPUs, CPUs with AVX512-BF16) or float32. The head and "
+    "the loss stay float32.")
 
 
 def main(argv):
@@ -89,7 +120,8 @@ def main(argv):
       batch_size=_BATCH_SIZE.value, total_steps=_TOTAL_STEPS.value,
       checkpoint_every=_CHECKPOINT_EVERY.value, verify_every=_VERIFY_EVERY.value,
       strategy=_STRATEGY.value, cpu_replicas=_CPU_REPLICAS.value,
-      mixed_precision=_MIXED_PRECISION.value)
+      mixed_precision=(None if _MIXED_PRECISION.value is None else
+                       "" if _MIXED_PRECISION.value == "float32" else _MIXED_PRECISION.value))
 
 
 def run():

@@ -1,16 +1,30 @@
 """The training configuration: every field, its default, and how flags change it.
 
 A run is described by one `ml_collections.ConfigDict`. `base_config()` holds
-every field with InsightFace's recipe as the default; `configs/*.py` start
-from it and change a few fields; `tools/train.py` then applies the seed's
-shortcut flags (`--network`, `--loss`, `--dataset`, ...) with
-`apply_shortcuts`, and `--config.FIELD=VALUE` overrides win over both.
+every field, with the ArcFace paper's recipe as the defaults and no dataset.
+Each `configs/NAME.py` is a whole recipe: it starts from `base_config()`,
+points at its dataset (`datasets.locate`) and sets the recipe's values, and
+its docstring gives the command and the result the recipe reaches.
+
+`tools/train.py` then applies the seed's shortcut flags with
+`apply_shortcuts`, and `--config.FIELD=VALUE` overrides win over both:
+
+* recipe shortcuts (`--dataset`, `--network`, `--loss`) may not contradict a
+  value the config file itself set (a value that differs from
+  `base_config()`): that is an error naming `--config.FIELD=...` as the way
+  to override the file, never a silent overwrite;
+* run shortcuts (`--data_dir`, `--val_bins`, `--pretrained`, `--lr`,
+  `--batch_size` (the lr scales with it), `--total_steps`,
+  `--checkpoint_every`, `--verify_every`, `--strategy`, `--cpu_replicas`,
+  `--mixed_precision`) say where and how this run goes and simply set their
+  field.
 
 Learning rate: `base_lr` is the rate for a global batch of `reference_batch`
 (0.1 for 512, the paper's recipe) and is scaled linearly with the actual
 global batch (`learning_rate`). `lr`, set by `--lr`, is an absolute rate used
 as given, like InsightFace's `--lr`.
 """
+import difflib
 import importlib.util
 import math
 import os
@@ -21,12 +35,17 @@ from ml_collections import config_dict
 from tfface.training import datasets
 
 LOSSES = ("arcface", "cosface", "combined", "softmax", "triplet")
+PARTIAL_FC_LOSSES = ("arcface", "cosface", "combined")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 SCHEDULES = ("step", "polynomial", "constant")
+# "" is float32 everywhere; the mixed policies keep the head and loss float32.
+PRECISIONS = ("", "mixed_float16", "mixed_bfloat16")
+RECIPE_SHORTCUTS = ("dataset", "network", "loss")
+DEFAULT_SAMPLE_RATE = 0.1  # arcface_torch's Partial FC default
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every field of a training config, with InsightFace's r100 ArcFace emore recipe."""
+  """Every field of a training config; the ArcFace paper's r100 recipe, no dataset."""
   c = ml_collections.ConfigDict()
   c.network = "r100"
   c.backbone = ml_collections.ConfigDict({
@@ -49,6 +68,12 @@ def base_config() -> ml_collections.ConfigDict:
       # Fraction of the steps trained without the margin (s * cos logits)
       # before the margin applies: helps small models out of the start.
       "margin_warmup": 0.0,
+      # Partial FC: class centres sharded over the replicas and sampled per
+      # step (docs/distributed.md); for the margin losses only.
+      "partial_fc": False,
+      # Fraction of each shard's centres used per step (positives always);
+      # None: 0.1 with partial_fc (arcface_torch's default).
+      "sample_rate": config_dict.placeholder(float),
   })
   c.triplet = ml_collections.ConfigDict({
       "margin": 0.3,  # InsightFace's triplet_alpha
@@ -56,7 +81,7 @@ def base_config() -> ml_collections.ConfigDict:
       "mining": "batch_hard",
   })
 
-  c.dataset = "emore"
+  c.dataset = ""  # a name from tfface.training.datasets, or "" for none
   c.data_dir = ""
   c.val_dir = ""
   c.val_targets = ()  # names looked up as VAL_DIR/NAME.bin
@@ -67,6 +92,9 @@ def base_config() -> ml_collections.ConfigDict:
       "random_flip": True,
       "deterministic": False,
       "shuffle": True,
+      # Keep the decoded training set in memory after the first epoch (small
+      # datasets only: 37 KB per 112x112 image).
+      "cache": False,
   })
 
   c.batch_size = 128  # per replica, as InsightFace's per_batch_size
@@ -96,11 +124,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.verify_at_start = False  # also verify the untrained model (the demo's "before")
   c.keep_checkpoints = 3
   c.log_every = 50
+  # Steps run in one tf.function between host round trips (Model Garden's
+  # name); loops also end at every log, checkpoint and verification step.
+  c.steps_per_loop = 50
+  # Compile the replica step with XLA (falls back with a warning where XLA
+  # cannot compile it).
+  c.jit_compile = True
   c.seed = 0
   c.strategy = "auto"
   c.cpu_replicas = 0
-  c.mixed_precision = False
-  datasets.apply_dataset(c, "emore")
+  c.mixed_precision = ""  # "", "mixed_float16" or "mixed_bfloat16"
   return c
 
 
@@ -122,27 +155,77 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+def field_paths(config, prefix="") -> list[str]:
+  """Every dotted field name of `config` (`head.s`, `schedule.decay_at`, ...)."""
+  paths = []
+  for key, value in config.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict) and key != "overrides":
+      paths += field_paths(value, path + ".")
+    else:
+      paths.append(path)
+  return paths
+
+
+def check_field(config, dotted: str):
+  """Raises ValueError naming the nearest known fields when `dotted` is not a field.
+
+  `backbone.overrides.*` is open: any keyword of `build_backbone` goes there.
+  """
+  if dotted.startswith("backbone.overrides.") and dotted.count(".") == 2:
+    return
+  known = field_paths(config)
+  if dotted in known:
+    return
+  leaf = dotted.rsplit(".", 1)[-1]
+  near = difflib.get_close_matches(dotted, known, n=3, cutoff=0.7)
+  # A prefix or a part of the name (`jit` -> `jit_compile`) is a likely typo too.
+  near += [k for k in known if leaf and leaf in k.rsplit(".", 1)[-1] and k not in near]
+  if not near:  # a wrong leaf under a right parent: list that parent's fields
+    parent = dotted.rsplit(".", 1)[0] + "." if "." in dotted else ""
+    near = [k for k in known if parent and k.startswith(parent)]
+  hint = f"; nearest known: {', '.join(near[:6])}" if near else ""
+  raise ValueError(f"--config.{dotted}: no such config field{hint} "
+                   "(every field: tfface/training/config.py)")
+
+
 def apply_shortcuts(config, overrides=None, **shortcuts):
-  """Applies the seed's shortcut flags, then re-applies `--config.*` overrides.
+  """Applies the seed's shortcut flags, then the `--config.*` overrides.
 
   Args:
     config: the ConfigDict loaded from `--config` (modified in place).
     overrides: dict `{"dotted.field": value}` of `--config.*` flags, which
-      take precedence over the shortcuts.
-    **shortcuts: values of `dataset`, `network`, `loss`, `lr`, `data_dir`,
-      `val_bins`, `batch_size`, `total_steps`, `checkpoint_every`,
-      `verify_every`, `strategy`, `cpu_replicas`, `mixed_precision`,
-      `pretrained`; None leaves the field alone.
+      take precedence over everything.
+    **shortcuts: values of the recipe shortcuts `dataset`, `network`,
+      `loss` and of the run shortcuts `lr`, `batch_size`, `data_dir`,
+      `val_bins`, `total_steps`, `checkpoint_every`, `verify_every`,
+      `strategy`, `cpu_replicas`, `mixed_precision`, `pretrained`; None
+      leaves the field alone.
 
   Returns:
     The same ConfigDict.
 
   Raises:
-    ValueError: an unknown dataset, loss or strategy name.
+    ValueError: an unknown name or field, or a recipe shortcut that
+      contradicts the config file.
   """
+  overrides = dict(overrides or {})
+  for dotted in overrides:
+    check_field(config, dotted)
   given = {k: v for k, v in shortcuts.items() if v is not None}
   if "dataset" in given:
-    datasets.apply_dataset(config, given.pop("dataset"))
+    given["dataset"] = datasets.get(given["dataset"]).name  # a known name first
+  base = base_config()
+  for name in RECIPE_SHORTCUTS:
+    if name not in given or name in overrides:
+      continue
+    value = given[name].lower() if isinstance(given[name], str) else given[name]
+    if config[name] != base[name] and config[name] != value:
+      raise ValueError(
+          f"--{name}={given[name]} contradicts {name}={config[name]!r} set by the config "
+          f"file; to change the file's value pass --config.{name}={given[name]} instead")
+  if "dataset" in given:
+    datasets.locate(config, given.pop("dataset"))
   if "network" in given:
     network = given.pop("network").lower()
     if network != config.network:
@@ -154,11 +237,15 @@ def apply_shortcuts(config, overrides=None, **shortcuts):
       # Margins tuned for one loss mean something else for another.
       config.head.m1 = config.head.m2 = config.head.m3 = None
     config.loss = loss
+  if given.get("mixed_precision") is True:
+    given["mixed_precision"] = "mixed_float16"
+  elif given.get("mixed_precision") is False:
+    given["mixed_precision"] = ""
   for name, value in given.items():
     if name not in config:
       raise ValueError(f"unknown shortcut {name!r}")
     config[name] = value
-  for dotted, value in (overrides or {}).items():
+  for dotted, value in overrides.items():
     _set_dotted(config, dotted, value)
   validate(config)
   return config
@@ -182,11 +269,24 @@ def validate(config):
   if config.schedule.kind not in SCHEDULES:
     raise ValueError(f"unknown schedule {config.schedule.kind!r}; expected one of "
                      f"{list(SCHEDULES)}")
-  for name in ("batch_size", "checkpoint_every", "verify_every", "log_every"):
+  if config.mixed_precision not in PRECISIONS:
+    raise ValueError(f"unknown mixed_precision {config.mixed_precision!r}; expected one "
+                     f"of {list(PRECISIONS)}")
+  for name in ("batch_size", "checkpoint_every", "verify_every", "log_every",
+               "steps_per_loop", "verify_batch_size"):
     if config[name] < 1:
       raise ValueError(f"{name} must be >= 1; got {config[name]}")
   if config.total_steps is not None and config.total_steps < 1:
     raise ValueError(f"total_steps must be >= 1; got {config.total_steps}")
+  if config.head.partial_fc:
+    if config.loss not in PARTIAL_FC_LOSSES:
+      raise ValueError(f"head.partial_fc works with the {', '.join(PARTIAL_FC_LOSSES)} "
+                       f"losses, not --loss={config.loss}")
+    if config.head.sample_rate is None:
+      config.head.sample_rate = DEFAULT_SAMPLE_RATE
+  rate = config.head.sample_rate
+  if rate is not None and not 0.0 < rate <= 1.0:
+    raise ValueError(f"head.sample_rate must be in (0, 1]; got {rate}")
 
 
 def learning_rate(config, global_batch: int) -> float:

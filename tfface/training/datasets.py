@@ -1,21 +1,19 @@
-"""Named datasets (`--dataset emore`): where the data lives and the recipe it trains with.
+"""Named datasets (`--dataset emore`): where the data lives and what to verify on.
 
 Each entry gives the default TFRecord directory (as written by
-`tools/rec2tfrecord.py`), where its verification `.bin` files are, which of
-them to verify on, and the recipe fields that go with the dataset. The
-number of identities and images always comes from the directory's
-`manifest.json`; the figures here are only documentation and a cross-check.
+`tools/rec2tfrecord.py`), where its verification `.bin` files are and which
+of them to verify on. The number of identities and images always comes from
+the directory's `manifest.json`; the published figures here are
+documentation and a cross-check. Recipes (learning rate, schedule, margin,
+Partial FC) live in `configs/NAME.py`, one whole recipe per file.
 
-| name      | identities | images     | verification          | recipe          |
-| --------- | ---------- | ---------- | --------------------- | --------------- |
-| emore     | 85,742     | 5,822,653  | lfw, cfp_fp, agedb_30 | paper (step)    |
-| glint360k | 360,232    | 17,091,657 | lfw, cfp_fp, agedb_30 | arcface_torch   |
-| custom    | manifest   | manifest   | `--val_bins`          | paper, epochs   |
-| synthetic | 300        | 9,000      | synth_val             | tiny, CPU demo  |
-
-paper: SGD, lr 0.1 per 512 images, x0.1 at 100k and 160k of 180k steps of
-512 images. arcface_torch: lr 0.1 per 1024 images, polynomial decay over 20
-epochs, gradient-norm clip 5.
+| name       | identities | images     | verification          |
+| ---------- | ---------- | ---------- | --------------------- |
+| emore      | 85,742     | 5,822,653  | lfw, cfp_fp, agedb_30 |
+| glint360k  | 360,232    | 17,091,657 | lfw, cfp_fp, agedb_30 |
+| webface42m | 2,059,906  | 42,474,557 | lfw, cfp_fp, agedb_30 |
+| custom     | manifest   | manifest   | `--val_bins`          |
+| synthetic  | 300        | 9,000      | synth_val             |
 """
 import dataclasses
 import os
@@ -25,7 +23,7 @@ from tfface.data.tfrecord import schema
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-  """A named dataset: locations, verification targets, published size, recipe."""
+  """A named dataset: locations, verification targets and published size."""
 
   name: str
   data_dir: str
@@ -33,45 +31,23 @@ class DatasetSpec:
   val_targets: tuple
   num_classes: int | None
   num_images: int | None
-  recipe: dict = dataclasses.field(default_factory=dict)
 
 
 _INSIGHTFACE_TARGETS = ("lfw", "cfp_fp", "agedb_30")
-_PAPER_RECIPE = {
-    "base_lr": 0.1, "batch_size": 128, "schedule.kind": "step",
-    "schedule.decay_at": (100_000 / 180_000, 160_000 / 180_000),
-    "schedule.warmup_fraction": 0.0, "epochs": 180_000 * 512 / 5_822_653,
-    "head.s": 64.0, "head.margin_warmup": 0.0, "head.kernel_init_std": 0.01,
-    "clip_norm": None,
-    "checkpoint_every": 2000, "verify_every": 2000,
-    "log_every": 50,
-}
 
 DATASETS = {
-    "emore": DatasetSpec(
-        "emore", "datasets/faces_emore/tfrecords", "datasets/faces_emore",
-        _INSIGHTFACE_TARGETS, 85_742, 5_822_653, _PAPER_RECIPE),
-    "glint360k": DatasetSpec(
-        "glint360k", "datasets/glint360k/tfrecords", "datasets/glint360k",
-        _INSIGHTFACE_TARGETS, 360_232, 17_091_657,
-        # arcface_torch: lr 0.1 for 8 x 128 = 1024 images, i.e. 0.05 per 512.
-        dict(_PAPER_RECIPE, **{"base_lr": 0.05, "schedule.kind": "polynomial",
-                               "schedule.power": 2.0, "epochs": 20.0,
-                               "clip_norm": 5.0})),
-    "custom": DatasetSpec(
-        "custom", "datasets/custom/tfrecords", "datasets/custom", (), None, None,
-        _PAPER_RECIPE),
+    "emore": DatasetSpec("emore", "datasets/faces_emore/tfrecords", "datasets/faces_emore",
+                         _INSIGHTFACE_TARGETS, 85_742, 5_822_653),
+    "glint360k": DatasetSpec("glint360k", "datasets/glint360k/tfrecords",
+                             "datasets/glint360k", _INSIGHTFACE_TARGETS, 360_232, 17_091_657),
+    "webface42m": DatasetSpec("webface42m", "datasets/webface42m/tfrecords",
+                              "datasets/webface42m", _INSIGHTFACE_TARGETS, 2_059_906,
+                              42_474_557),
+    "custom": DatasetSpec("custom", "datasets/custom/tfrecords", "datasets/custom", (),
+                          None, None),
     # `make demo` writes demo_run/rec (generate) and demo_run/tfrecords.
-    # s = 8 instead of 64: the scale AdaCos derives for 300 classes
-    # (sqrt(2) ln(C - 1)); with s = 64 the tiny model barely moves in two
-    # epochs. lr 0.2 at the demo's batch of 32, written per 512 images.
-    "synthetic": DatasetSpec(
-        "synthetic", "demo_run/tfrecords", "demo_run/rec", ("synth_val",), 300, 9_000,
-        {"base_lr": 0.2 * 512 / 32, "batch_size": 32, "schedule.kind": "step",
-         "schedule.decay_at": (0.6, 0.85), "schedule.warmup_fraction": 0.0,
-         "epochs": 2.0, "head.s": 8.0, "head.margin_warmup": 0.0,
-         "head.kernel_init_std": 0.1, "clip_norm": None, "checkpoint_every": 100,
-         "verify_every": 1000, "log_every": 20}),
+    "synthetic": DatasetSpec("synthetic", "demo_run/tfrecords", "demo_run/rec",
+                             ("synth_val",), 300, 9_000),
 }
 
 
@@ -83,19 +59,13 @@ def get(name: str) -> DatasetSpec:
   return DATASETS[key]
 
 
-def apply_dataset(config, name: str):
-  """Points `config` at the named dataset and applies its recipe (in place)."""
+def locate(config, name: str):
+  """Points `config` at the named dataset: name, data and val dirs, targets (in place)."""
   spec = get(name)
   config.dataset = spec.name
   config.data_dir = spec.data_dir
   config.val_dir = spec.val_dir
   config.val_targets = tuple(spec.val_targets)
-  for dotted, value in spec.recipe.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
   return config
 
 
