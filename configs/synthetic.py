@@ -34,7 +34,7 @@ def get_config():
   config.head.s = 8.0
   config.head.kernel_init_std = 0.1
   config.batch_size = 32
-  config.base_lr = 0.2 * 512 / 32  # lr 0.2 at the demo's batch of 32
+  config.base_lr, config.reference_batch = 0.2, 32  # lr 0.2 at the demo's batch
   config.schedule.kind = "step"
   config.schedule.decay_at = (0.6, 0.85)
   config.epochs = 2.0

@@ -27,7 +27,7 @@ def get_config():
   config.head.partial_fc = True
   config.head.sample_rate = 0.2
   config.batch_size = 128
-  config.base_lr = 0.1 * 512 / 1024  # 0.1 for 1024 images
+  config.base_lr, config.reference_batch = 0.1, 1024  # arcface_torch: 8 GPUs x 128
   config.weight_decay = 5e-4
   config.schedule.kind = "polynomial"
   config.schedule.power = 2.0

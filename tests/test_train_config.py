@@ -115,8 +115,8 @@ def test_a_shortcut_may_not_contradict_the_config_file(name, shortcut, value):
 
 def test_recipes_live_in_config_files_not_in_the_dataset_table():
   synthetic = _load("synthetic")
-  assert (synthetic.head.s, synthetic.batch_size, synthetic.base_lr * 32 / 512) == (
-      8.0, 32, pytest.approx(0.2))
+  assert (synthetic.head.s, synthetic.batch_size, synthetic.base_lr) == (8.0, 32, 0.2)
+  assert config_lib.learning_rate(synthetic, 32) == 0.2
   for name, spec in datasets.DATASETS.items():
     assert not hasattr(spec, "recipe"), name
     locate = config_lib.base_config()

@@ -35,6 +35,18 @@ def _masked_mean(values, mask):
 def triplet_loss(labels, embeddings, margin=0.35, mining="batch_hard"):
   """Mean hinge `max(d(a, p) - d(a, n) + margin, 0)` over mined triplets.
 
+  See `triplet_loss_and_active` for the arguments; this returns the loss alone.
+  """
+  return triplet_loss_and_active(labels, embeddings, margin, mining)[0]
+
+
+def triplet_loss_and_active(labels, embeddings, margin=0.35, mining="batch_hard"):
+  """The triplet loss, and the fraction of mined triplets that are active.
+
+  A triplet is active when its hinge is positive (it still violates the
+  margin and gives a gradient): the measure of progress that triplet
+  training logs instead of a classification accuracy.
+
   Args:
     labels: int tensor [batch] of identities.
     embeddings: float tensor [batch, dim]; L2-normalized here.
@@ -42,7 +54,8 @@ def triplet_loss(labels, embeddings, margin=0.35, mining="batch_hard"):
     mining: `batch_hard` or `semi_hard`.
 
   Returns:
-    float32 scalar loss.
+    `(loss, active)`: float32 scalars, the mean hinge over the mined
+    triplets and the fraction of them with a positive hinge (0 for none).
 
   Raises:
     ValueError: for an unknown `mining`.
@@ -66,7 +79,7 @@ def triplet_loss(labels, embeddings, margin=0.35, mining="batch_hard"):
     hardest_negative = ops.min(ops.where(negative, d, far), axis=1)
     losses = ops.relu(hardest_positive - hardest_negative + margin)
     valid = ops.logical_and(ops.any(positive, axis=1), has_negative)
-    return _masked_mean(losses, valid)
+    return _masked_mean(losses, valid), _masked_mean(ops.cast(losses > 0.0, "float32"), valid)
 
   # semi_hard: index [a, p, n]; d_ap broadcast over n, d_an over p.
   d_ap = ops.expand_dims(d, 2)
@@ -78,4 +91,4 @@ def triplet_loss(labels, embeddings, margin=0.35, mining="batch_hard"):
   chosen = ops.where(ops.any(farther, axis=2), semi_hard, farthest)
   losses = ops.relu(d - chosen + margin)
   valid = ops.logical_and(positive, ops.expand_dims(has_negative, 1))
-  return _masked_mean(losses, valid)
+  return _masked_mean(losses, valid), _masked_mean(ops.cast(losses > 0.0, "float32"), valid)

@@ -118,14 +118,23 @@ class MarginHead(_ClassHead):
     w = l2_normalize(ops.cast(self.kernel, "float32"))
     return ops.matmul(x, ops.transpose(w))
 
+  def margin_logits(self, cosine, labels):
+    """Training logits from cosines this head computed: margin on each label's column.
+
+    A label of -1 gets no margin (`s * cos` on the whole row), which is how
+    the training step switches the margin off during `margin_warmup`
+    without a second matmul.
+    """
+    return margin_lib.combined_margin_logits(
+        cosine, labels, s=self.s, m1=self.m1, m2=self.m2, m3=self.m3,
+        easy_margin=self.easy_margin)
+
   def call(self, embeddings, labels=None):
     self._check_width(embeddings)
     cosine = self.cosine(embeddings)
     if labels is None:
       return self.s * cosine
-    return margin_lib.combined_margin_logits(
-        cosine, labels, s=self.s, m1=self.m1, m2=self.m2, m3=self.m3,
-        easy_margin=self.easy_margin)
+    return self.margin_logits(cosine, labels)
 
   def get_config(self):
     config = super().get_config()

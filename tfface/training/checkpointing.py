@@ -7,6 +7,9 @@ Workdir layout (other tools rely on it):
   schedule is a function of it, so a restored run has the same learning
   rate). TensorFlow writes the data files first and the `checkpoint` index
   last, so a run killed mid-save restarts from the previous checkpoint.
+* `ckpt/worker-W/`: each worker's own state for each kept checkpoint: the
+  position of its input pipeline (so a resumed run continues the data
+  stream exactly), Partial FC class-centre shards.
 * `backbone.keras`: the backbone alone (raw RGB pixels in, un-normalized
   embedding out), rewritten atomically at every checkpoint;
   `best_backbone.keras` likewise for the best verification result.
@@ -15,6 +18,7 @@ Only the chief writes. Under MultiWorkerMirroredStrategy every worker still
 runs the save (its variables may need the collective reads), the others into
 a private temporary directory that is deleted right away.
 """
+import json
 import logging
 import os
 import shutil
@@ -48,16 +52,33 @@ def write_json_atomically(path: str, data):
 class Checkpointer:
   """Saves and restores the training state of a workdir.
 
+  Two kinds of state:
+
+  * the shared model state (backbone, head, optimizer and its step counter),
+    identical on every worker: `ckpt/ckpt-N`, written by the chief;
+  * each worker's own state (the position of its input pipeline; Partial FC
+    class-centre shards), registered with `track_worker_state`:
+    `ckpt/worker-W/ckpt-N` plus a JSON signature of what it was saved for,
+    written by every worker into the (shared) workdir.
+
+  A save writes the workers' state first, waits for every worker (`barrier`),
+  then commits the shared checkpoint, whose index file TensorFlow writes
+  last; so the newest committed checkpoint always has its workers' state.
+
   Args:
     workdir: the run's directory.
     backbone: the backbone model.
     head: the classification head layer (None for triplet training).
     optimizer: the (already built) optimizer.
-    is_chief: whether this process writes to `workdir`.
+    is_chief: whether this process writes the shared state.
     max_to_keep: checkpoints kept in `ckpt/`.
+    worker_index: this worker's index (its state directory).
+    barrier: callable run between the workers' state and the commit (a
+      collective under MultiWorkerMirroredStrategy); None for one worker.
   """
 
-  def __init__(self, workdir, backbone, head, optimizer, is_chief=True, max_to_keep=3):
+  def __init__(self, workdir, backbone, head, optimizer, is_chief=True, max_to_keep=3,
+               worker_index=0, barrier=None):
     self.workdir = workdir
     self.backbone = backbone
     self.is_chief = is_chief
@@ -66,12 +87,26 @@ class Checkpointer:
       objects["head"] = head
     self.checkpoint = tf.train.Checkpoint(**objects)
     self.directory = os.path.join(workdir, CKPT_DIR)
+    self.worker_directory = os.path.join(self.directory, f"worker-{int(worker_index)}")
+    self._barrier = barrier
+    self._keep = int(max_to_keep)
+    self._worker = None
     self._scratch = None
     if not is_chief:
       self._scratch = tempfile.mkdtemp(prefix="tfface-worker-ckpt-")
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, self.directory if is_chief else self._scratch,
         max_to_keep=max_to_keep)
+
+  def track_worker_state(self, signature, **objects):
+    """Registers this worker's own trackable state (e.g. `iterator=...`).
+
+    Args:
+      signature: JSON-able dict describing what the state fits (batch,
+        workers, data); a saved state with another signature is not restored.
+      **objects: trackables saved and restored with every checkpoint.
+    """
+    self._worker = (tf.train.Checkpoint(**objects), dict(signature))
 
   @property
   def latest(self):
@@ -93,15 +128,67 @@ class Checkpointer:
             f"to reuse the backbone). Details: {str(e).splitlines()[0]}") from None
     return path
 
+  def _worker_prefix(self, step):
+    return os.path.join(self.worker_directory, f"ckpt-{int(step)}")
+
+  def restore_worker_state(self, step) -> str:
+    """Restores this worker's state saved with checkpoint `step`.
+
+    Returns:
+      "" when restored, else why not (no such state, or saved for another
+      batch, worker count or dataset).
+    """
+    if self._worker is None:
+      return "no worker state"
+    checkpoint, signature = self._worker
+    prefix = self._worker_prefix(step)
+    if not tf.io.gfile.exists(prefix + ".index"):
+      return f"{prefix}: not found"
+    try:
+      with open(prefix + ".json") as f:
+        saved = json.load(f)
+    except (OSError, ValueError):
+      saved = None
+    if saved != signature:
+      return f"{prefix}: saved for {saved}, this run is {signature}"
+    checkpoint.read(prefix).assert_consumed()
+    return ""
+
   def save(self, step: int):
-    """Writes checkpoint `step` and `backbone.keras` (chief), or a throwaway copy."""
+    """Writes checkpoint `step`: the workers' state, then the shared one and `backbone.keras`."""
+    if self._worker is not None:
+      checkpoint, signature = self._worker
+      prefix = self._worker_prefix(step)
+      os.makedirs(self.worker_directory, exist_ok=True)
+      write_json_atomically(prefix + ".json", signature)
+      checkpoint.write(prefix)
+    if self._barrier is not None:
+      self._barrier()
     path = self.manager.save(checkpoint_number=step)
     if self.is_chief:
       save_keras_atomically(self.backbone, os.path.join(self.workdir, BACKBONE))
     else:
       shutil.rmtree(self._scratch, ignore_errors=True)
       os.makedirs(self._scratch, exist_ok=True)
+    self._prune_worker_state()
     return path
+
+  def _prune_worker_state(self):
+    """Keeps this worker's states of the newest `max_to_keep` + 1 steps.
+
+    By step number rather than by the chief's checkpoint list, which another
+    worker may read before the chief has updated it; the one extra covers
+    a commit still under way.
+    """
+    if self._worker is None or not os.path.isdir(self.worker_directory):
+      return
+    steps = sorted({int(name.split(".", 1)[0][len("ckpt-"):])
+                    for name in os.listdir(self.worker_directory)
+                    if name.startswith("ckpt-") and name.split(".", 1)[0][5:].isdigit()})
+    for old in steps[:-(self._keep + 1)]:
+      for name in os.listdir(self.worker_directory):
+        if name.split(".", 1)[0] == f"ckpt-{old}":
+          os.remove(os.path.join(self.worker_directory, name))
 
   def save_best(self):
     """Writes `best_backbone.keras` (chief only)."""

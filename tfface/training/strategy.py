@@ -113,3 +113,27 @@ def worker_index(strategy) -> int:
   """This worker's task id (0 when not multi-worker)."""
   resolver = getattr(strategy, "cluster_resolver", None)
   return int(resolver.task_id or 0) if resolver is not None else 0
+
+
+def num_workers(strategy) -> int:
+  """Workers (machines) the strategy spans: 1 unless multi-worker."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None:
+    return 1
+  spec = resolver.cluster_spec().as_dict()
+  return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
+
+
+def barrier(strategy):
+  """A callable that returns once every worker has called it (a tiny all-reduce)."""
+
+  @tf.function
+  def sync():
+    return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, tf.constant(1.0)))
+
+  def wait():
+    for value in strategy.experimental_local_results(sync()):
+      value.numpy()
+
+  return wait

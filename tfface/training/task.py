@@ -6,8 +6,16 @@ coupled weight-decay term, so that the gradients the optimizer sums over
 replicas are exactly the gradients of one big batch. Triplet loss is a mean
 over the replica's own mined triplets and is divided by `num_replicas`.
 
-Under mixed precision the backbone computes in float16 and the optimizer is a
-`keras.optimizers.LossScaleOptimizer`; embeddings, head and loss stay float32.
+The step returns its metrics from what it computed anyway: the training
+accuracy is the argmax of the cosines the margin head already produced (the
+margin changes only the label's column), so no second classifier matmul
+runs. Everything in it is a tensor op on the replica's device: no host round
+trip, so `TrainLoop` can compile it with XLA and run many steps per call.
+
+Under mixed float16 the backbone computes in float16 and the optimizer is a
+`keras.optimizers.LossScaleOptimizer`; under mixed bfloat16 (no loss scaling
+needed: bfloat16 has float32's range) only the policy changes. Embeddings,
+head and loss stay float32 in both.
 """
 import keras
 import tensorflow as tf
@@ -16,6 +24,10 @@ from tfface import losses
 from tfface import models
 from tfface.training import schedules
 
+# Metric names a step reports, per loss family.
+CLASSIFICATION_METRICS = ("loss", "accuracy", "weight_decay")
+TRIPLET_METRICS = ("loss", "active", "weight_decay")
+
 
 def head_options(config) -> dict:
   """Keyword arguments for `build_head`: the scale plus any margin the config sets."""
@@ -23,7 +35,7 @@ def head_options(config) -> dict:
     return {}  # a plain FC with bias: no scale, no margin
   options = {"s": float(config.head.s),
              "kernel_initializer": keras.initializers.RandomNormal(
-                 stddev=float(config.head.kernel_init_std))}
+                 stddev=float(config.head.kernel_init_std), seed=int(config.seed))}
   for name in ("m1", "m2", "m3"):
     if config.head[name] is not None:
       options[name] = float(config.head[name])
@@ -68,14 +80,19 @@ class FaceTask:
                                     embedding_size=config.backbone.embedding_size,
                                     **head_options(config))
     optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum)
-    self.mixed = config.mixed_precision
-    if self.mixed:
+    # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
+    self.loss_scaled = config.mixed_precision == "mixed_float16"
+    if self.loss_scaled:
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     self.optimizer = optimizer
     self.schedule = schedule
     # Build the slots now, so that a checkpoint restores into them at once.
     self.optimizer.build(self.variables(train_backbone=True))
     self._decayed = {id(v) for v in losses.weight_decay_variables(*self.modules)}
+
+  @property
+  def metric_names(self):
+    return TRIPLET_METRICS if self.triplet else CLASSIFICATION_METRICS
 
   @property
   def modules(self):
@@ -91,37 +108,42 @@ class FaceTask:
     """The optimizer's step counter (restored with the checkpoint)."""
     return self.optimizer.iterations
 
-  def learning_rate(self):
-    return self.schedule(self.step)
+  def learning_rate(self, step=None):
+    """The rate of the update that takes the counter from `step` to `step + 1`."""
+    return self.schedule(self.step if step is None else step)
 
-  def _loss(self, images, labels, use_margin):
-    """This replica's share of the data loss, and the embeddings."""
+  def _forward(self, images, labels, use_margin):
+    """This replica's share of the data loss and its second metric."""
     embeddings = self.backbone(images, training=True)
     if self.triplet:
       tc = self.config.triplet
-      loss = losses.triplet_loss(labels, embeddings, margin=tc.margin, mining=tc.mining)
-      return loss / self.num_replicas, embeddings
-    # Without labels a margin head returns s * cos: the margin warm-up.
-    logits = self.head(embeddings, labels if use_margin else None, training=True)
+      loss, active = losses.triplet_loss_and_active(labels, embeddings, margin=tc.margin,
+                                                    mining=tc.mining)
+      # `active` is this replica's fraction; the mean over replicas is what
+      # the summed metrics then report.
+      return loss / self.num_replicas, active / self.num_replicas
+    embeddings = tf.cast(embeddings, tf.float32)
+    if isinstance(self.head, models.MarginHead):
+      cosine = self.head.cosine(embeddings)
+      # Label -1 = no margin: the warm-up's s * cos logits from the same cosines.
+      margin_labels = labels if use_margin else tf.fill(tf.shape(labels), -1)
+      logits = self.head.margin_logits(cosine, margin_labels)
+      scores = cosine  # margin-free: the margin would hide correct answers at small s
+    else:
+      logits = self.head(embeddings)
+      scores = logits
     per_example = losses.softmax_cross_entropy(labels, logits)
-    return tf.reduce_sum(per_example) / self.global_batch, embeddings
-
-  def _accuracy(self, embeddings, labels):
-    """This replica's share of the batch's classification accuracy.
-
-    Measured on the logits without margin (s * cos for margin heads): the
-    margin logits' argmax misses the label for most correctly placed images
-    when s is small, so InsightFace's figure would read near 0 here.
-    """
-    if self.triplet:
-      return tf.zeros([], tf.float32)
-    logits = self.head(tf.stop_gradient(embeddings))
-    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    predicted = tf.argmax(scores, axis=-1, output_type=tf.int32)
     correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
-    return correct / self.global_batch
+    return (tf.reduce_sum(per_example) / self.global_batch,
+            tf.stop_gradient(correct) / self.global_batch)
 
   def replica_step(self, images, labels, train_backbone=True, use_margin=True):
     """One optimizer update on this replica's batch; returns its share of the metrics.
+
+    Summed over replicas, the metrics are the global batch's: the mean data
+    loss (before the update), the accuracy (or, for triplet training, the
+    fraction of active triplets) and the weight-decay term.
 
     Args:
       images: uint8 [batch, H, W, 3].
@@ -134,16 +156,16 @@ class FaceTask:
     variables = self.variables(train_backbone)
     decayed = [v for v in variables if id(v) in self._decayed]
     with tf.GradientTape() as tape:
-      data_loss, embeddings = self._loss(images, labels, use_margin)
+      data_loss, second = self._forward(images, labels, use_margin)
       decay = losses.l2_weight_decay(decayed, self.config.weight_decay)
       total = data_loss + decay / self.num_replicas
-      scaled = self.optimizer.scale_loss(total) if self.mixed else total
+      scaled = self.optimizer.scale_loss(total) if self.loss_scaled else total
     grads = tape.gradient(scaled, variables)
     grads = self._prepare_gradients(grads)
-    accuracy = self._accuracy(embeddings, labels)  # before the update, like the loss
     self.optimizer.apply(grads, variables)
-    return {"loss": data_loss, "accuracy": accuracy,
-            "weight_decay": decay / self.num_replicas}
+    names = self.metric_names
+    return {names[0]: data_loss, names[1]: second,
+            names[2]: decay / self.num_replicas}
 
   def weights_finite(self):
     """True when every trainable weight is finite (checked before each save)."""
@@ -160,11 +182,11 @@ class FaceTask:
     """
     clip = self.config.clip_norm
     context = tf.distribute.get_replica_context()
-    needs_sum = self.num_replicas > 1 and (clip or self.mixed)
+    needs_sum = self.num_replicas > 1 and (clip or self.loss_scaled)
     if needs_sum:
       grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     if clip:
-      scale = self.optimizer.dynamic_scale if self.mixed else 1.0
+      scale = self.optimizer.dynamic_scale if self.loss_scaled else 1.0
       grads, _ = tf.clip_by_global_norm(grads, clip * scale)
     if needs_sum:
       grads = [g / self.num_replicas for g in grads]

@@ -3,13 +3,20 @@
 A custom loop rather than `model.fit`: the margin head needs the labels in
 its forward pass, the head and the exported backbone are saved separately,
 verification on `.bin` files runs between steps, and a NaN must stop the run
-before anything is written. Each step is a `tf.function` that pulls one
-distributed batch and runs `FaceTask.replica_step` under `strategy.run`.
+before anything is written. Steps run in compiled loops (`loop.TrainLoop`,
+`steps_per_loop` steps per host round trip, XLA replica steps); a loop ends
+at every step where the host has something to do: log, checkpoint, verify,
+the end of `freeze_backbone_steps` or of `margin_warmup`.
 
 Resumption: the step counter is the optimizer's `iterations`, restored with
-the checkpoint, and the learning rate is a function of it. In deterministic
-input mode the pipeline also skips the batches the interrupted run consumed,
-so a resumed run trains on exactly the data an uninterrupted one would.
+the checkpoint, and the learning rate is a function of it. The checkpoint
+also holds each worker's input position, so a resumed run trains on exactly
+the data an uninterrupted one would (in deterministic input mode, record for
+record) after reading only the shards' headers.
+
+Bad data: shard sizes are checked against the manifest before anything slow;
+a corrupt record (TensorFlow's `DataLossError`, which names no file) is
+located and reported as one line naming the shard and its byte offset.
 """
 import dataclasses
 import hashlib
@@ -21,10 +28,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfface.data.tfrecord import integrity
 from tfface.input import pipeline
 from tfface.training import checkpointing
 from tfface.training import config as config_lib
 from tfface.training import datasets
+from tfface.training import loop as loop_lib
 from tfface.training import strategy as strategy_lib
 from tfface.training import summaries
 from tfface.training import task as task_lib
@@ -86,11 +95,11 @@ def _write_config(workdir, config, plan):
   checkpointing.write_json_atomically(os.path.join(workdir, checkpointing.CONFIG), data)
 
 
-def _input_options(config, start_step):
+def _input_options(config, reseed_at=0):
   seed = config.seed
-  if not config.input.deterministic:
-    # A fresh order after a restart instead of replaying the first batches.
-    seed = config.seed + start_step
+  if reseed_at and not config.input.deterministic:
+    # No saved position to continue from: a fresh order instead of replaying.
+    seed = config.seed + reseed_at
   return pipeline.InputOptions(
       shuffle=config.input.shuffle, shuffle_buffer=config.input.shuffle_buffer,
       random_flip=config.input.random_flip, deterministic=config.input.deterministic,
@@ -107,6 +116,19 @@ def _label_error(error, data_dir):
       text = line.split("assertion failed:", 1)[-1].strip()
       return ValueError(text.replace("] [", " ").strip("[] "))
   return None
+
+
+def _data_loss_error(error, data_dir, manifest):
+  """One line naming the corrupt shard and byte offset behind a `DataLossError`."""
+  first = getattr(error, "message", str(error)).strip().splitlines()[0]
+  for path in manifest.shard_paths(data_dir):
+    found = integrity.find_corrupt_record(path)
+    if found is not None:
+      offset, reason = found
+      return ValueError(f"{path}: corrupt record at byte offset {offset} ({reason}); "
+                        "transcode the shard again (rec2tfrecord), or check the disk")
+  return ValueError(f"{data_dir}: the input reported corrupt data ({first}), but every "
+                    "shard's records check out now; was a file replaced during training?")
 
 
 def weights_fingerprint(*modules) -> str:
@@ -154,7 +176,7 @@ def train(config, workdir=None, overrides=None, **shortcuts) -> TrainResult:
   keras.utils.set_random_seed(config.seed)
   previous_policy = keras.mixed_precision.global_policy()
   if config.mixed_precision:
-    keras.mixed_precision.set_global_policy("mixed_float16")
+    keras.mixed_precision.set_global_policy(config.mixed_precision)
   try:
     return _setup_and_run(config, workdir, strategy)
   finally:
@@ -165,6 +187,8 @@ def _setup_and_run(config, workdir, strategy):
   chief = strategy_lib.is_chief(strategy)
   manifest = datasets.load_manifest(config)
   plan = _plan(config, manifest, strategy.num_replicas_in_sync)
+  # Cheap checks of the data before anything slow (verification at start).
+  integrity.check_shard_sizes(config.data_dir, manifest)
   pipeline.check_first_image(config.data_dir, manifest, plan.image_size)
   if chief:
     os.makedirs(workdir, exist_ok=True)
@@ -175,9 +199,13 @@ def _setup_and_run(config, workdir, strategy):
     task = task_lib.build_task(config, plan.num_classes, plan.image_size,
                                plan.global_batch, plan.replicas, plan.total_steps,
                                plan.peak_lr)
-  saver = checkpointing.Checkpointer(workdir, task.backbone, task.head, task.optimizer,
-                                     chief, config.keep_checkpoints)
-  reporter = summaries.Reporter(workdir, chief, plan.total_steps, plan.global_batch, prefix)
+  workers = strategy_lib.num_workers(strategy)
+  saver = checkpointing.Checkpointer(
+      workdir, task.backbone, task.head, task.optimizer, chief, config.keep_checkpoints,
+      worker_index=strategy_lib.worker_index(strategy),
+      barrier=strategy_lib.barrier(strategy) if workers > 1 else None)
+  reporter = summaries.Reporter(workdir, chief, plan.total_steps, plan.global_batch, prefix,
+                                metric_names=task.metric_names)
   try:
     return _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter)
   finally:
@@ -185,14 +213,72 @@ def _setup_and_run(config, workdir, strategy):
     reporter.close()
 
 
+def _lr_note(config, plan):
+  if config.lr is not None:
+    return "--lr, absolute"
+  if plan.global_batch == config.reference_batch:
+    return f"base_lr at a global batch of {config.reference_batch}"
+  return (f"base_lr {config.base_lr:g} per {config.reference_batch} images, scaled to "
+          f"the global batch of {plan.global_batch}")
+
+
+def _events(config, plan, start):
+  """Steps where a loop must end: the host logs, saves, verifies or switches mode."""
+  margin_from = round(config.head.margin_warmup * plan.total_steps)
+  return margin_from, sorted({config.freeze_backbone_steps, margin_from, plan.total_steps})
+
+
+def _next_stop(step, config, plan, switches):
+  """The first step after `step` at which the host must act."""
+  stops = [plan.total_steps, step + config.steps_per_loop]
+  for every in (config.log_every, config.checkpoint_every, config.verify_every):
+    stops.append((step // every + 1) * every)
+  stops += [s for s in switches if s > step]
+  return min(stops)
+
+
+def _build_input(config, strategy, manifest, plan, saver, start):
+  """This worker's input, continuing the saved position of checkpoint `start` if any."""
+  workers = strategy_lib.num_workers(strategy)
+  index = strategy_lib.worker_index(strategy)
+  signature = {"data_dir": os.path.abspath(config.data_dir),
+               "num_images": manifest.num_images, "global_batch": plan.global_batch,
+               "replicas": plan.replicas, "workers": workers, "worker_index": index,
+               "seed": config.seed, "deterministic": bool(config.input.deterministic),
+               "loss": config.loss}
+  stats = pipeline.DecodeStats()
+
+  def build(options, start_step=0):
+    return pipeline.WorkerInput(
+        strategy, config.data_dir, plan.global_batch, options, num_workers=workers,
+        worker_index=index, start_step=start_step, image_size=plan.image_size,
+        num_classes=plan.num_classes, stats=stats, manifest=manifest)
+
+  worker_input = build(_input_options(config))
+  saver.track_worker_state(signature, iterator=worker_input.iterator)
+  note = ""
+  if start:
+    why_not = saver.restore_worker_state(start)
+    if why_not:
+      # Older checkpoints, or another batch or worker count: replay the
+      # stream (deterministic mode) or start a fresh order (fast mode).
+      worker_input = build(_input_options(config, reseed_at=start), start_step=start)
+      saver.track_worker_state(signature, iterator=worker_input.iterator)
+      note = f"input position not restored ({why_not}); " + (
+          f"replaying {start} steps of input" if config.input.deterministic else
+          "continuing with a fresh shuffle")
+    else:
+      note = f"input position restored from checkpoint {start}"
+  return worker_input, stats, note
+
+
 def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter):
-  lr_note = ("--lr, absolute" if config.lr is not None else
-             f"base_lr {config.base_lr} x {plan.global_batch}/{config.reference_batch}")
   reporter.line(
       f"training {config.network} {config.loss} on {plan.num_images} images of "
       f"{plan.num_classes} identities ({config.data_dir}); global batch "
       f"{plan.global_batch} = {config.batch_size} x {plan.replicas} replica(s); "
-      f"peak lr {plan.peak_lr:g} ({lr_note}); {plan.total_steps} steps; workdir {workdir}")
+      f"peak lr {plan.peak_lr:g} ({_lr_note(config, plan)}); {plan.total_steps} steps; "
+      f"workdir {workdir}")
   resumed = saver.restore_latest()
   start = int(task.step.numpy())
   if resumed:
@@ -214,62 +300,57 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
     reporter.line(f"already at step {start} of {plan.total_steps}; nothing to train")
     return result
 
-  stats = pipeline.DecodeStats()
-  dataset = pipeline.distributed_dataset(
-      strategy, config.data_dir, plan.global_batch, _input_options(config, start),
-      image_size=plan.image_size, num_classes=plan.num_classes, stats=stats,
-      manifest=manifest, start_step=start)
-  iterator = iter(dataset)
-
-  margin_from = round(config.head.margin_warmup * plan.total_steps)
+  worker_input, stats, input_note = _build_input(config, strategy, manifest, plan, saver,
+                                                 start)
+  if input_note:
+    reporter.line(input_note)
+  loop = loop_lib.TrainLoop(strategy, task, worker_input, config.jit_compile,
+                            warn=lambda text: reporter.line(f"warning: {text}"))
+  margin_from, switches = _events(config, plan, start)
   weights_finite = tf.function(task.weights_finite)
 
-  @tf.function
-  def train_step(iterator, train_backbone, use_margin):
-    images, labels = next(iterator)
-    per_replica = strategy.run(task.replica_step, args=(images, labels),
-                               kwargs={"train_backbone": train_backbone,
-                                       "use_margin": use_margin})
-    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            for k, v in per_replica.items()}
-
-  def verify(step):
-    results, improved = verifier.run(task.backbone, step)
+  def verify(step, record_best=True):
+    results, improved = verifier.run(task.backbone, step, record_best=record_best)
     for res, best in results:
       reporter.verification(step, res, best)
     verifier.save()
-    if improved:
+    if improved and record_best:
       saver.save_best()
     return results[-1][0].accuracy_flip_mean
 
   if verifier and start == 0 and config.verify_at_start:
-    result.accuracy_before = verify(0)
+    # The untrained model is measured, not kept: no best_backbone.keras yet.
+    result.accuracy_before = verify(0, record_best=False)
     reporter.line(f"Accuracy-Flip before training: {result.accuracy_before:.4f}")
 
-  step, verified = start, start
+  step, verified, metrics = start, start, {}
   reporter.start(step)
   while step < plan.total_steps:
+    stop = _next_stop(step, config, plan, switches)
     try:
-      metrics = train_step(iterator, step >= config.freeze_backbone_steps,
-                           step >= margin_from)
+      out = loop.run(stop - step, train_backbone=step >= config.freeze_backbone_steps,
+                     use_margin=step >= margin_from)
     except tf.errors.InvalidArgumentError as e:
       label_error = _label_error(e, config.data_dir)
       if label_error is not None:
         raise label_error from None
       raise
-    previous, step = step, int(task.step.numpy())
-    loss = float(metrics["loss"])
-    if not math.isfinite(loss):
+    except tf.errors.DataLossError as e:
+      raise _data_loss_error(e, config.data_dir, manifest) from None
+    if out.nonfinite_step >= 0:
       raise NonFiniteLossError(
-          f"loss is {loss} at step {step}; stopped without saving. The last good "
+          f"loss is {out.nonfinite_loss} at step {out.nonfinite_step}; stopped without saving. The last good "
           f"checkpoint is {saver.latest or '(none yet)'}, left intact. Lower the learning "
           f"rate (--lr), add warmup (--config.schedule.warmup_fraction) or set "
           f"--config.clip_norm")
-    if step == previous:
-      continue  # the loss-scale optimizer skipped an overflowing update
+    step = int(task.step.numpy())
+    if out.applied:
+      metrics = out.metrics
+    if step < stop:
+      continue  # the loss-scale optimizer skipped overflowing updates: finish the span
     if step % config.log_every == 0 or step == plan.total_steps:
-      reporter.progress(step, loss, float(metrics["accuracy"]),
-                        float(task.learning_rate()), stats.skipped)
+      # The rate that produced this step's update: the schedule at step - 1.
+      reporter.progress(step, metrics, float(task.learning_rate(step - 1)), stats.skipped)
     if step % config.checkpoint_every == 0 or step == plan.total_steps:
       # A finite loss was computed before this step's update; the weights
       # after it must be checked too before they overwrite a good checkpoint.
@@ -286,7 +367,7 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
     result.accuracy_after = verify(step)
   if result.accuracy_after is not None:
     reporter.line(f"Accuracy-Flip after training: {result.accuracy_after:.4f}")
-  result.step, result.loss = step, loss
+  result.step, result.loss = step, metrics.get("loss")
   result.skipped_records = stats.skipped
   result.weights_sha256 = weights_fingerprint(*task.modules)
   reporter.line(f"finished at step {step}; skipped records {result.skipped_records}; "

@@ -57,12 +57,14 @@ class Verifier:
     """Best Accuracy-Flip recorded for a target, or -1."""
     return self.results.get(name, {}).get("best_accuracy", -1.0)
 
-  def run(self, backbone, step):
+  def run(self, backbone, step, record_best=True):
     """Verifies every target with `backbone`.
 
     Args:
       backbone: the Keras backbone (uint8/float RGB in, raw embeddings out).
       step: the training step, for the records.
+      record_best: False measures without competing for the best (the
+        untrained model at step 0 is a baseline, not a model to keep).
 
     Returns:
       `(results, improved)`: a list of `(VerificationResult, best_so_far)`
@@ -81,10 +83,10 @@ class Verifier:
           "step": int(step), "accuracy_flip_mean": result.accuracy_flip_mean,
           "accuracy_flip_std": result.accuracy_flip_std, "xnorm": result.xnorm,
           "best_threshold": result.best_threshold})
-      improved = result.accuracy_flip_mean > previous
+      improved = record_best and result.accuracy_flip_mean > previous
       if improved:
         record.update({"best_accuracy": result.accuracy_flip_mean, "best_step": int(step)})
-      out.append((result, record["best_accuracy"]))
+      out.append((result, record.get("best_accuracy", -1.0)))
     return out, improved
 
   def _embed_fn(self, backbone):
