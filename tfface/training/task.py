@@ -138,6 +138,29 @@ class FaceTask:
     return (tf.reduce_sum(per_example) / self.global_batch,
             tf.stop_gradient(correct) / self.global_batch)
 
+  def compute_gradients(self, images, labels, train_backbone=True, use_margin=True):
+    """Forward and backward on this replica's batch; `(metrics, gradients)`.
+
+    Pure computation on the replica's device (no collectives): the part that
+    XLA compiles under every strategy. See `replica_step` for the arguments.
+    """
+    labels = tf.cast(labels, tf.int32)
+    variables = self.variables(train_backbone)
+    decayed = [v for v in variables if id(v) in self._decayed]
+    with tf.GradientTape() as tape:
+      data_loss, second = self._forward(images, labels, use_margin)
+      decay = losses.l2_weight_decay(decayed, self.config.weight_decay)
+      total = data_loss + decay / self.num_replicas
+      scaled = self.optimizer.scale_loss(total) if self.loss_scaled else total
+    grads = tape.gradient(scaled, variables)
+    names = self.metric_names
+    return {names[0]: data_loss, names[1]: second,
+            names[2]: decay / self.num_replicas}, grads
+
+  def apply_gradients(self, grads, train_backbone=True):
+    """Sums the replicas' gradients (inside Keras' `apply`) and updates the weights."""
+    self.optimizer.apply(self._prepare_gradients(grads), self.variables(train_backbone))
+
   def replica_step(self, images, labels, train_backbone=True, use_margin=True):
     """One optimizer update on this replica's batch; returns its share of the metrics.
 
@@ -152,20 +175,9 @@ class FaceTask:
       use_margin: False trains a margin head without its margin (s * cos
         logits, a normalized softmax), the warm-up of `head.margin_warmup`.
     """
-    labels = tf.cast(labels, tf.int32)
-    variables = self.variables(train_backbone)
-    decayed = [v for v in variables if id(v) in self._decayed]
-    with tf.GradientTape() as tape:
-      data_loss, second = self._forward(images, labels, use_margin)
-      decay = losses.l2_weight_decay(decayed, self.config.weight_decay)
-      total = data_loss + decay / self.num_replicas
-      scaled = self.optimizer.scale_loss(total) if self.loss_scaled else total
-    grads = tape.gradient(scaled, variables)
-    grads = self._prepare_gradients(grads)
-    self.optimizer.apply(grads, variables)
-    names = self.metric_names
-    return {names[0]: data_loss, names[1]: second,
-            names[2]: decay / self.num_replicas}
+    metrics, grads = self.compute_gradients(images, labels, train_backbone, use_margin)
+    self.apply_gradients(grads, train_backbone)
+    return metrics
 
   def weights_finite(self):
     """True when every trainable weight is finite (checked before each save)."""
