@@ -128,6 +128,7 @@ def test_score_pairs_dot_products(mode, monkeypatch):
   # Gallery x probe structure (dense) or all-random pairs (sparse).
   pairs = np.stack([rng.choice(ids[:8], 300), rng.choice(ids[8:], 300)], axis=1)
   block_bytes = templates.BLOCK_BYTES
+  monkeypatch.setattr(templates, "_PAIR_CHUNK", 64)  # several chunks of pairs
   if mode == "dense_blocks":
     block_bytes = 3 * 32 * 4  # three first templates per block
   if mode == "gather":
@@ -138,9 +139,10 @@ def test_score_pairs_dot_products(mode, monkeypatch):
   np.testing.assert_allclose(scores, expected, atol=1e-5)
 
 
-def test_score_pairs_names_a_template_without_features():
-  with pytest.raises(ValueError, match="template 4 .pair 2. has no features"):
-    templates.score_pairs(np.array([1, 2]), np.eye(2), [[1, 2], [4, 1]])
+def test_score_pairs_names_a_template_without_features(monkeypatch):
+  monkeypatch.setattr(templates, "_PAIR_CHUNK", 2)
+  with pytest.raises(ValueError, match="template 4 .pair 4. has no features"):
+    templates.score_pairs(np.array([1, 2]), np.eye(2), [[1, 2], [2, 1], [1, 1], [4, 1]])
   with pytest.raises(ValueError, match="template 10000000 .pair 1."):  # the binary search
     templates.score_pairs(np.array([1, 10 ** 9]), np.eye(2), [[10 ** 7, 1]])
 

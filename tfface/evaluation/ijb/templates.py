@@ -14,19 +14,21 @@ Pooling accumulates in float64 and stores unit rows in float32; the
 reference's per-image features are float32 and its media means are float32
 sums, so scores agree with it to about 1e-7. Scoring is float32 too:
 IJB-C's 15,658,489 pairs are scored in about 2 s on 2 cores (see
-`benchmarks/ijb_scoring.py`), with memory bounded by a block budget, not by
-the number of pairs.
+`benchmarks/ijb_scoring.py`); the working memory is one block of template
+products and chunks of pairs, never pairs x embedding.
 """
 import numpy as np
 
 # Rows of sorted images pooled at once (bounds the float64 copy).
 _POOL_CHUNK = 65536
 # Dense blocks of template x template scores are at most this many bytes.
-BLOCK_BYTES = 128 << 20
+BLOCK_BYTES = 64 << 20
 # Scoring a pair by gathering its two rows costs about this many entries of
 # a dense (BLAS) block product: measured 40-60 on the 2-core CI machine.
 GATHER_COST = 32
 _GATHER_CHUNK = 8192
+# Pairs mapped to rows (and picked from a block) at a time.
+_PAIR_CHUNK = 1 << 18
 
 
 def image_features(original, flipped=None, detector_scores=None, norm_score=True):
@@ -99,8 +101,13 @@ def pool_templates(features, templates, medias):
   return template_ids, pooled.astype(np.float32)
 
 
-def template_rows(template_ids, ids):
+def template_rows(template_ids, ids, first_pair=0):
   """Row of each id in the sorted `template_ids` (a lookup table when ids are compact).
+
+  Args:
+    template_ids: [T] sorted ids.
+    ids: int array of ids (rows of pairs).
+    first_pair: the pair number of `ids[0]` minus one, for the error message.
 
   Raises:
     ValueError: an id that is not in `template_ids` (names the first).
@@ -118,39 +125,52 @@ def template_rows(template_ids, ids):
     bad = template_ids[rows] != ids
   if bad.any():
     index = np.unravel_index(int(np.argmax(bad)), ids.shape)
-    raise ValueError(f"template {int(ids[index])} (pair {index[0] + 1}) has no features")
+    raise ValueError(f"template {int(ids[index])} (pair {first_pair + index[0] + 1}) has "
+                     "no features")
   return rows
 
 
-def _used_rows(rows, count):
-  used = np.zeros(count, bool)
-  used[rows] = True
-  unique = np.flatnonzero(used)
-  position = np.full(count, -1, np.int64)
-  position[unique] = np.arange(len(unique))
-  return unique, position[rows]
+def _row_chunks(template_ids, pairs):
+  """`(start, rows [c, 2])` over the pairs, `_PAIR_CHUNK` at a time."""
+  for start in range(0, len(pairs), _PAIR_CHUNK):
+    yield start, template_rows(template_ids, pairs[start:start + _PAIR_CHUNK], start)
 
 
-def _score_dense(features, rows1, rows2, out, block_bytes):
-  """Blocks of (first templates) x (second templates) products; picks the pairs."""
-  unique1, pos1 = _used_rows(rows1, len(features))
-  unique2, pos2 = _used_rows(rows2, len(features))
-  right = np.ascontiguousarray(features[unique2].T)
-  block_rows = max(1, block_bytes // (len(unique2) * 4))
-  for lo in range(0, len(unique1), block_rows):
-    hi = min(lo + block_rows, len(unique1))
-    block = features[unique1[lo:hi]] @ right
-    if lo == 0 and hi == len(unique1):
-      out[:] = block.ravel()[pos1 * len(unique2) + pos2]
-      return
-    index = np.flatnonzero((pos1 >= lo) & (pos1 < hi))
-    out[index] = block.ravel()[(pos1[index] - lo) * len(unique2) + pos2[index]]
+def _score_dense(features, rows, used, out, block_bytes):
+  """Blocks of (first templates) x (second templates) products; picks the pairs.
+
+  `rows` (int32 [P, 2]) is overwritten with each template's position among
+  the used first / second templates.
+  """
+  position = (np.cumsum(used, axis=1) - 1).astype(np.int32)
+  for start in range(0, len(rows), _PAIR_CHUNK):
+    chunk = rows[start:start + _PAIR_CHUNK]
+    chunk[:, 0] = position[0, chunk[:, 0]]
+    chunk[:, 1] = position[1, chunk[:, 1]]
+  first, second = np.flatnonzero(used[0]), np.flatnonzero(used[1])
+  right = np.ascontiguousarray(features[second].T)
+  # int32 flat indices: a block has far fewer than 2**31 entries.
+  block_rows = max(1, min(block_bytes // 4, 2**31 - 1) // len(second))
+  width = np.int32(len(second))
+  for lo in range(0, len(first), block_rows):
+    hi = min(lo + block_rows, len(first))
+    block = (features[first[lo:hi]] @ right).ravel()
+    whole = lo == 0 and hi == len(first)
+    for start in range(0, len(rows), _PAIR_CHUNK):
+      pos1, pos2 = rows[start:start + _PAIR_CHUNK, 0], rows[start:start + _PAIR_CHUNK, 1]
+      if whole:
+        out[start:start + len(pos1)] = np.take(block, pos1 * width + pos2, mode="clip")
+        continue
+      index = np.flatnonzero((pos1 >= lo) & (pos1 < hi))
+      flat = (pos1[index] - np.int32(lo)) * width + pos2[index]
+      out[start + index] = np.take(block, flat, mode="clip")  # in range by construction
 
 
-def _score_gather(features, rows1, rows2, out):
-  for lo in range(0, len(rows1), _GATHER_CHUNK):
-    hi = lo + _GATHER_CHUNK
-    out[lo:hi] = np.einsum("ij,ij->i", features[rows1[lo:hi]], features[rows2[lo:hi]])
+def _score_gather(features, rows, out):
+  for lo in range(0, len(rows), _GATHER_CHUNK):
+    chunk = rows[lo:lo + _GATHER_CHUNK]
+    out[lo:lo + len(chunk)] = np.einsum("ij,ij->i", features[chunk[:, 0]],
+                                        features[chunk[:, 1]])
 
 
 def score_pairs(template_ids, template_features, pairs, block_bytes=BLOCK_BYTES):
@@ -159,8 +179,10 @@ def score_pairs(template_ids, template_features, pairs, block_bytes=BLOCK_BYTES)
   When the pairs are dense among the templates they use (IJB-C: enrolment x
   verification templates, 23% of all combinations), blocks of the template
   product matrix are computed with BLAS and the pairs picked from them;
-  sparse pair lists gather the two rows of each pair instead. Memory stays
-  within `block_bytes` plus a few index arrays of the pairs' length.
+  sparse pair lists gather the two rows of each pair instead. Besides the
+  scores, memory holds two int32 rows per pair, one block of at most
+  `block_bytes` and chunks of `_PAIR_CHUNK` pairs: nothing of size
+  pairs x embedding.
 
   Args:
     template_ids: [T] sorted template ids (`pool_templates`).
@@ -175,16 +197,18 @@ def score_pairs(template_ids, template_features, pairs, block_bytes=BLOCK_BYTES)
     ValueError: a pair names a template without features.
   """
   features = np.ascontiguousarray(template_features, np.float32)
-  pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-  rows = template_rows(np.asarray(template_ids, np.int64), pairs)
-  rows1, rows2 = rows[:, 0], rows[:, 1]
+  template_ids = np.asarray(template_ids, np.int64)
+  pairs = np.asarray(pairs).reshape(-1, 2)
   out = np.empty(len(pairs), np.float32)
-  if not len(pairs):
-    return out
-  used1 = np.count_nonzero(np.bincount(rows1, minlength=len(features)))
-  used2 = np.count_nonzero(np.bincount(rows2, minlength=len(features)))
-  if used1 * used2 <= GATHER_COST * len(pairs):
-    _score_dense(features, rows1, rows2, out, block_bytes)
+  rows = np.empty(pairs.shape, np.int32)  # IJB-C: 125 MB
+  used = np.zeros((2, len(features)), bool)  # templates used first / second
+  for start, chunk in _row_chunks(template_ids, pairs):
+    rows[start:start + len(chunk)] = chunk
+    used[0, chunk[:, 0]] = True
+    used[1, chunk[:, 1]] = True
+  num_first, num_second = used.sum(axis=1)
+  if num_first * num_second <= GATHER_COST * len(pairs):
+    _score_dense(features, rows, used, out, block_bytes)
   else:
-    _score_gather(features, rows1, rows2, out)
+    _score_gather(features, rows, out)
   return out
