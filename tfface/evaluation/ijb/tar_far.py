@@ -48,14 +48,17 @@ def roc_curve(labels, scores, drop_intermediate=True):
   if num_genuine in (0, len(labels)):
     raise ValueError(f"a ROC needs genuine and impostor pairs; got {num_genuine} genuine "
                      f"of {len(labels)}")
-  # Descending scores; the order inside a run of equal scores does not
-  # matter: only the last index of each run is a threshold.
-  order = np.argsort(scores)[::-1]
-  sorted_scores = scores[order]
-  last_of_run = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]
-  tps = np.cumsum(labels[order], dtype=np.float64)[last_of_run]
+  # One point per distinct score, from the highest: `last_of_run` indexes
+  # the last of each run of equal scores in descending order. The genuine
+  # pairs scoring at least a threshold are counted by a binary search in the
+  # (few) genuine scores: no argsort of all pairs (IJB-C: 15.6M) needed.
+  descending = np.sort(scores)[::-1]
+  last_of_run = np.r_[np.flatnonzero(np.diff(descending)), len(scores) - 1]
+  thresholds = descending[last_of_run]
+  genuine = np.sort(scores[labels])
+  tps = (num_genuine - np.searchsorted(genuine, thresholds, side="left")).astype(np.float64)
   fps = 1.0 + last_of_run - tps
-  thresholds = sorted_scores[last_of_run].astype(np.float64)
+  thresholds = thresholds.astype(np.float64)
   if drop_intermediate and len(fps) > 2:
     corner = np.logical_or(np.diff(fps, 2), np.diff(tps, 2))
     keep = np.flatnonzero(np.r_[True, corner, True])
