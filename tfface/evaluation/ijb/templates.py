@@ -20,7 +20,7 @@ products and chunks of pairs, never pairs x embedding.
 import numpy as np
 
 # Rows of sorted images pooled at once (bounds the float64 copy).
-_POOL_CHUNK = 65536
+_POOL_CHUNK = 16384
 # Dense blocks of template x template scores are at most this many bytes.
 BLOCK_BYTES = 64 << 20
 # Scoring a pair by gathering its two rows costs about this many entries of
@@ -43,14 +43,13 @@ def image_features(original, flipped=None, detector_scores=None, norm_score=True
   Returns:
     float32 [n, D].
   """
-  features = np.asarray(original, np.float32)
+  features = np.array(original, np.float32)  # a copy: updated in place below
   if flipped is not None:
-    features = features + np.asarray(flipped, np.float32)
+    features += np.asarray(flipped, np.float32)
   if not norm_score:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    features = features / norms  # InsightFace divides as is
+    features /= np.linalg.norm(features, axis=1, keepdims=True)  # InsightFace divides as is
   if detector_scores is not None:
-    features = features * np.asarray(detector_scores, np.float32)[:, None]
+    features *= np.asarray(detector_scores, np.float32)[:, None]
   return features
 
 
