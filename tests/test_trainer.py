@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from conftest import REPO
 from conftest import run_tool
+from tfface import evaluation
+from tfface.data.insightface import verification_bin
 import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 from tfface.training import checkpointing
 from tfface.training import config as config_lib
@@ -68,8 +70,15 @@ def test_train_tool_writes_the_workdir_others_rely_on(synth, tmp_path):
     assert os.path.isfile(os.path.join(workdir, name)), name
   with open(os.path.join(workdir, "verification.json")) as f:
     record = json.load(f)["synth_val"]
-  assert record["step"] == 4 and 0.0 <= record["accuracy_flip_mean"] <= 1.0
-  assert {"best_threshold", "best_accuracy", "best_step", "xnorm"} <= set(record)
+  assert record["step"] == 4 and {"best_threshold", "best_accuracy", "best_step",
+                                  "xnorm"} <= set(record)
+  # The recorded figures are InsightFace's protocol on the saved model: verify
+  # best_backbone.keras again, independently of the trainer's Verifier.
+  best = keras.saving.load_model(os.path.join(workdir, "best_backbone.keras"))
+  again = evaluation.verify(best, verification_bin.load_bin(f"{rec}/synth_val.bin"))
+  assert record["best_accuracy"] == pytest.approx(again.accuracy_flip_mean, abs=1e-9)
+  after = float(re.search(r"^Accuracy-Flip after training: (0\.\d{4})$", out, re.M).group(1))
+  assert after == round(record["accuracy_flip_mean"], 4)
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
   assert saved["resolved"]["num_classes"] == 12 and saved["resolved"]["total_steps"] == 4
@@ -167,25 +176,61 @@ def test_triplet_fine_tuning_seed_command(synth, first_run, tmp_path):
   proc = run_tool("train", f"--config={SYNTHETIC}", "--loss", "triplet", "--lr", "0.005",
                   "--pretrained",
                   str(first_run), f"--data_dir={tfr}", f"--workdir={tmp_path / 'triplet'}",
-                  "--total_steps=2", "--batch_size=10", "--config.log_every=1",
+                  "--total_steps=40", "--batch_size=10", "--config.log_every=10",
                   "--config.verify_at_start=False")
   assert "pretrained: backbone weights from" in proc.stdout
   assert "peak lr 0.005 (--lr, absolute)" in proc.stdout
-  assert re.search(r"^step 2/2 loss \d+\.\d+ ", proc.stdout, re.M), proc.stdout
+  logged = [(float(loss), float(active)) for loss, active in re.findall(
+      r"^step \d+/40 loss (\d+\.\d+) active (\d+\.\d+) ", proc.stdout, re.M)]
+  assert len(logged) == 4, proc.stdout
+  # P x K batches reach the step: every batch has positives and negatives, so
+  # the mined triplets exist and many are active at first (all-distinct
+  # identities would give loss 0 and no active triplets).
+  assert logged[0][0] > 0.05 and logged[0][1] > 0.2, logged
+  assert logged[-1][0] < logged[0][0], logged  # and the loss falls
 
 
-def test_mixed_precision_keeps_head_and_embedding_float32(tmp_path):
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_head_and_embedding_float32(tmp_path, policy):
   data = str(tmp_path / "data")
   training_data.labelled_dataset(data, num_classes=6, per_class=2, num_shards=1)
   workdir = tmp_path / "mixed"
-  # float16 convolutions are slow on CPUs: two steps of 4 images.
+  # Half-precision convolutions are slow on CPUs: two steps of 4 images.
   result = _train_in_process(workdir, data, total_steps=2, batch_size=4,
-                             mixed_precision=True, overrides={"val_dir": ""})
+                             mixed_precision=policy, overrides={"val_dir": ""})
   assert result.step == 2 and np.isfinite(result.loss)
   assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
   names = tf.train.load_checkpoint(str(workdir / "ckpt")).get_variable_to_shape_map()
-  assert any("dynamic_scale" in name for name in names)  # the loss-scale optimizer
+  # Only float16 needs a loss-scale optimizer: bfloat16 has float32's range.
+  assert any("dynamic_scale" in name for name in names) == (policy == "mixed_float16")
   assert names["head/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [6, 128]
   backbone = keras.saving.load_model(workdir / "backbone.keras")
-  assert any(layer.compute_dtype == "float16" for layer in backbone.layers)
+  assert any(layer.compute_dtype == policy.split("_")[1] for layer in backbone.layers)
   assert backbone(np.zeros((1, 112, 112, 3), "float32")).dtype == "float32"
+
+
+def test_corrupt_shard_is_one_line_naming_the_shard_and_offset(synth, tmp_path):
+  rec, tfr = synth
+  data = tmp_path / "corrupt"
+  data.mkdir()
+  for name in os.listdir(tfr):
+    if os.path.isfile(os.path.join(tfr, name)):
+      with open(os.path.join(tfr, name), "rb") as src, open(data / name, "wb") as dst:
+        dst.write(src.read())
+  shard = sorted(data.glob("*.tfrecord"))[1]
+  raw = bytearray(shard.read_bytes())
+  middle = len(raw) // 2
+  raw[middle:middle + 200] = bytes(200)  # 200 bytes overwritten; same size
+  shard.write_bytes(bytes(raw))
+  workdir = tmp_path / "run"
+  proc = run_tool("train", "--dataset=synthetic", f"--data_dir={data}",
+                  f"--val_bins={rec}/synth_val.bin", f"--workdir={workdir}",
+                  "--total_steps=40", *SMALL, check=False)
+  assert proc.returncode == 1, proc.stdout
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: {shard}: corrupt record at "
+                                                 "byte offset "), proc.stderr
+  offset = int(re.search(r"byte offset (\d+)", lines[0]).group(1))
+  assert offset <= middle < offset + 16 + 40_000  # the record the bytes landed in
+  # The untrained model measured at start is not left behind as the best one.
+  assert not (workdir / "best_backbone.keras").exists()
