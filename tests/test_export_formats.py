@@ -1,13 +1,13 @@
 """TFLite (float32, float16) and ONNX exports agree with the SavedModel signature."""
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-from tfface.export import formats  # noqa: E402
-from tfface.export import onnx as onnx_export  # noqa: E402
-from tfface.export import saved_model  # noqa: E402
-from tfface.export import tflite  # noqa: E402
-from tfface.models import build_backbone  # noqa: E402
+from tfface.export import onnx as onnx_export
+from tfface.export import saved_model
+from tfface.export import tflite
+from tfface.models import build_backbone
+from tfface.serving import formats
 
 # Max abs difference of the unit-norm embedding allowed per format.
 TOLERANCE = {"tflite": 1e-5, "tflite_fp16": 2e-3, "onnx": 1e-5}

@@ -15,13 +15,12 @@ import threading
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import run_tool
-
-tf = pytest.importorskip("tensorflow")
-from tfface import export  # noqa: E402
-from tfface.export import rest_client  # noqa: E402
-from tfface.models import build_backbone  # noqa: E402
+from tfface import export
+from tfface.models import build_backbone
+from tfface.serving import rest_client
 
 
 def tf_serving_decode(body, signature):
@@ -53,13 +52,16 @@ def tf_serving_predict(loaded, body):
                           zip(*[v.numpy().tolist() for v in outputs.values()])]}
 
 
+THRESHOLD = 0.8  # given at export: the threshold of the served (single-view) form
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
   model = build_backbone("r18", embedding_size=128, units=(1, 1, 1, 1),
                          widths=(16, 32, 64, 128), stem_width=16)
   base = tmp_path_factory.mktemp("models") / "face"
-  path = export.export_saved_model(model, str(base), 1)
-  return model, tf.saved_model.load(path)
+  path = export.export_saved_model(model, str(base), 1, threshold=THRESHOLD)
+  return model, tf.saved_model.load(path), base
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def _expected(model, files):
 
 
 def test_client_payload_through_signature(served, photos):
-  model, loaded = served
+  model, loaded, _ = served
   images = [f.read_bytes() for f in photos]
   body = json.dumps(rest_client.build_predict_request(images))
   assert json.loads(body)["instances"][0]["image_bytes"]["b64"] == \
@@ -128,7 +130,7 @@ class _FakeServing(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.slow
 def test_serving_client_tool_against_stand_in_server(served, photos):
-  model, loaded = served
+  model, loaded, base = served
   handler = type("Handler", (_FakeServing,), {"loaded": loaded})
   server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -136,14 +138,47 @@ def test_serving_client_tool_against_stand_in_server(served, photos):
   try:
     address = f"127.0.0.1:{server.server_address[1]}"
     proc = run_tool("serving_client", f"--server={address}", "--model=face",
-                    *map(str, photos[:2]))
+                    f"--export_dir={base}", *map(str, photos[:2]))
     with pytest.raises(ValueError, match="HTTP 404"):
       rest_client.request_embeddings(address, "other", [str(photos[0])])
   finally:
     server.shutdown()
   _, expected = _expected(model, photos[:2])
   cosine = float(np.dot(expected[0], expected[1]))
-  match = re.search(r"cosine\(.*a\.jpg, .*b\.png\) = (-?[0-9.]+)", proc.stdout)
+  match = re.search(r"cosine\(.*a\.jpg, .*b\.png\) = (-?[0-9.]+), squared distance "
+                    r"([0-9.]+): (same person|different people)", proc.stdout)
   assert match, proc.stdout
   assert float(match.group(1)) == pytest.approx(cosine, abs=1e-5)
+  assert float(match.group(2)) == pytest.approx(2 - 2 * cosine, abs=1e-5)
+  verdict = "same person" if 2 - 2 * cosine < THRESHOLD else "different people"
+  assert match.group(3) == verdict
+  assert f"threshold {THRESHOLD:.4f} for single_view embeddings (stored, " in proc.stdout
   assert "dim 128, norm 1.0000" in proc.stdout
+
+
+def _fake_export(path, **metadata):
+  (path / "assets").mkdir(parents=True)
+  (path / "saved_model.pb").write_bytes(b"")
+  (path / "assets" / "tfface_metadata.json").write_text(json.dumps(metadata))
+
+
+def test_served_threshold_belongs_to_the_served_form(tmp_path):
+  base = tmp_path / "face"
+  _fake_export(base / "2", flip_tta=True, threshold=0.9, threshold_embedding="flip_sum",
+               threshold_target="lfw")
+  _fake_export(base / "10", flip_tta=False, threshold=1.1,
+               threshold_embedding="single_view")
+  newest = rest_client.served_threshold(base)  # the newest version, as TF Serving
+  assert (newest.value, newest.embedding) == (1.1, "single_view")
+  two = rest_client.served_threshold(base, version=2)
+  assert (two.value, two.embedding) == (0.9, "flip_sum") and "measured on lfw" in two.source
+  # An export from before the form was recorded stored a flip-summed threshold:
+  # comparing single-view embeddings against it is refused.
+  _fake_export(tmp_path / "old", flip_tta=False, threshold=1.3)
+  with pytest.raises(ValueError, match="for flip_sum embeddings, but serving_default "
+                     "serves single_view"):
+    rest_client.served_threshold(tmp_path / "old")
+  _fake_export(tmp_path / "none", flip_tta=False, threshold=None)
+  assert rest_client.served_threshold(tmp_path / "none").value == 1.4
+  with pytest.raises(OSError, match="no SavedModel"):
+    rest_client.served_threshold(base, version=3)

@@ -118,20 +118,59 @@ def test_golden_numbers_by_hand():
   assert roc.tar_at_far(m["distances"], same, 0.1) == 1.0
 
 
+def _cosine_distance(a, b):
+  """2 - 2 cos(a, b) per row: the squared distance of the normalized rows, computed apart."""
+  cos = np.einsum("ij,ij->i", a, b) / np.sqrt(np.einsum("ij,ij->i", a, a) *
+                                              np.einsum("ij,ij->i", b, b))
+  return 2.0 - 2.0 * cos
+
+
 def test_xnorm_and_flip_sum():
-  emb, same = _golden_embeddings()
-  # Raw embeddings of norm 3 (original) and 5 (flip) in the same direction:
-  # XNorm is their mean norm, the flip sum normalizes back to `emb`.
-  result = verify_lib.evaluate_flip_pairs(3 * emb, 5 * emb, same, name="golden")
-  assert result.xnorm == pytest.approx(4.0)
-  assert result.accuracy_flip_mean == pytest.approx(0.95)
+  # Raw embeddings of the images and of their mirrors: neither parallel nor of
+  # one norm, so summing raw embeddings, summing normalized ones, averaging
+  # distances or ignoring the mirror all give different distances.
+  rng = np.random.default_rng(11)
+  original = rng.normal(size=(40, 8)) * rng.uniform(1, 6, (40, 1))
+  flipped = 0.6 * original + rng.normal(size=(40, 8)) * rng.uniform(1, 6, (40, 1))
+  same = np.arange(20) % 2 == 0
+  result = verify_lib.evaluate_flip_pairs(original, flipped, same, name="golden")
+  summed = original + flipped
+  expected = _cosine_distance(summed[0::2], summed[1::2])
+  np.testing.assert_allclose(result.distances, expected, atol=1e-12)
+  # The wrong recipes give clearly other distances on these inputs.
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  wrong = {
+      "original only": _cosine_distance(original[0::2], original[1::2]),
+      "normalized sum": _cosine_distance(*(unit(original) + unit(flipped)).reshape(
+          20, 2, 8).transpose(1, 0, 2)),
+      "mean distance": (_cosine_distance(original[0::2], original[1::2]) +
+                        _cosine_distance(flipped[0::2], flipped[1::2])) / 2,
+  }
+  for name, distances in wrong.items():
+    assert np.abs(distances - expected).max() > 0.05, name
+  # The single-view form is the original alone; XNorm the mean raw norm of all 80.
+  np.testing.assert_allclose(result.single_view.distances, wrong["original only"],
+                             atol=1e-12)
+  norms = np.sqrt(np.sum(np.concatenate([original, flipped]) ** 2, axis=1))
+  assert result.xnorm == pytest.approx(norms.sum() / 80, rel=1e-12)
+  assert result.accuracy_flip_mean == pytest.approx(
+      protocol.evaluate_embeddings(unit(summed), same)["accuracy_mean"], abs=1e-12)
   d = result.as_dict()
   for key in ("accuracy_flip_mean", "accuracy_flip_std", "xnorm", "best_threshold",
-              "val_far_1e-3", "val_std", "far", "tar_far_1e-3", "tar_far_1e-4",
-              "num_pairs"):
+              "threshold_accuracy", "val_far_1e-3", "val_std", "far", "tar_far_1e-3",
+              "tar_far_1e-4", "num_pairs", "single_view"):
     assert key in d
   assert d["num_pairs"] == 20
+  assert d["single_view"]["threshold"] == result.single_view.threshold
   json.dumps(d)
+
+
+def test_best_threshold_accuracy_on_all_pairs():
+  emb, same = _golden_embeddings()
+  m = protocol.evaluate_accuracy(emb, same)
+  # At 0.81 every pair is right but the identical impostor (pair 19): 19/20.
+  assert m["best_threshold"] == pytest.approx(0.81)
+  assert m["best_threshold_accuracy"] == pytest.approx(0.95, abs=1e-12)
 
 
 def _random_pairs(num_pairs, dim=16, seed=0):

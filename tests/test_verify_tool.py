@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import run_tool
-
-tf = pytest.importorskip("tensorflow")
-from tfface import evaluation  # noqa: E402
-from tfface.data.synthetic import dataset as synthetic  # noqa: E402
-from tfface.data.insightface import verification_bin  # noqa: E402
-from tfface.evaluation import protocol  # noqa: E402
-from tfface.export import loading  # noqa: E402
-from tfface.models import build_backbone  # noqa: E402
+from tfface import evaluation
+from tfface import inference
+from tfface.data.insightface import verification_bin
+from tfface.data.synthetic import dataset as synthetic
+from tfface.evaluation import protocol
+from tfface.models import build_backbone
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +41,11 @@ def bins(tmp_path_factory):
 
 
 def test_verify_is_the_protocol_on_flip_sums(workdir, bins):
-  model = loading.load_embedding_model(str(workdir))
+  model = inference.load_embedding_model(str(workdir))
   vbin = verification_bin.load_bin(str(bins[0]))
   images = evaluation.decode_bin_images(vbin)
-  result = evaluation.verify(model.keras_model, vbin, batch_size=7, images=images)
+  result = evaluation.verify(model.keras_model, vbin, batch_size=7, images=images,
+                             verbose=False)
   # By hand: RGB decode, raw embeddings of image and mirror, sum, normalize.
   keras_model = model.keras_model
   rgb = np.stack([cv2.cvtColor(cv2.imdecode(np.frombuffer(b, np.uint8), 1),
@@ -62,6 +61,24 @@ def test_verify_is_the_protocol_on_flip_sums(workdir, bins):
   norms = np.linalg.norm(np.concatenate([raw, raw_flip]), axis=1)
   assert result.xnorm == pytest.approx(norms.mean(), rel=1e-5)
   assert result.num_pairs == 40 and result.name == "synth_val"
+  single = protocol.evaluate_accuracy(
+      raw / np.linalg.norm(raw, axis=1, keepdims=True), vbin.issame)
+  np.testing.assert_allclose(result.single_view.distances, single["distances"], atol=1e-5)
+  assert result.single_view.threshold == single["best_threshold"]
+
+
+def test_verify_shows_progress_unless_silenced(workdir, bins, capsys):
+  model = inference.load_embedding_model(str(workdir))
+  vbin = verification_bin.load_bin(str(bins[0]))
+  evaluation.verify(model, vbin, batch_size=16)
+  lines = capsys.readouterr().err.splitlines()
+  # Not a terminal: plain lines with the count, rate and ETA, no redraws.
+  assert any(l.startswith("decode synth_val: 80/80 images [") for l in lines), lines
+  last = [l for l in lines if l.startswith("verify synth_val:")][-1]
+  assert last.startswith("verify synth_val: 160/160 images [") and "images/s]" in last
+  assert not any("\r" in l for l in lines)
+  evaluation.verify(model, vbin, batch_size=16, verbose=False)
+  assert capsys.readouterr().err == ""
 
 
 @pytest.mark.slow
@@ -74,10 +91,10 @@ def test_verify_tool(workdir, bins, tmp_path):
   assert "2 of 40 images are not 112x112" in proc.stderr
   results = json.loads(out_json.read_text())
   assert sorted(results) == ["synth_val", "tiny"]
-  model = loading.load_embedding_model(str(workdir))
+  model = inference.load_embedding_model(str(workdir))
   for path in bins:
     vbin = verification_bin.load_bin(str(path))
-    expected = evaluation.verify(model, vbin, batch_size=16).as_dict()
+    expected = evaluation.verify(model, vbin, batch_size=16, verbose=False).as_dict()
     got = results[vbin.name]
     for key in ("accuracy_flip_mean", "accuracy_flip_std", "best_threshold",
                 "val_far_1e-3", "num_pairs", "tar_far_1e-3"):
@@ -110,3 +127,21 @@ def test_verify_tool_names_a_missing_bin_before_loading_the_model(tmp_path):
   # The .bin is checked first: the (missing) model is never reached. And the
   # error is all there is: TensorFlow's start-up INFO lines are filtered out.
   assert proc.stderr == f"error: {missing}: no such verification .bin file\n", proc.stderr
+
+
+def test_trainer_verifier_shows_progress_and_records_the_bin(workdir, bins, tmp_path, capsys):
+  from tfface.training import verifier as verifier_lib  # pylint: disable=import-outside-toplevel
+  backbone = inference.load_embedding_model(str(workdir)).keras_model
+  verifier = verifier_lib.Verifier([str(bins[0])], (112, 112), 16, str(tmp_path))
+  results, improved = verifier.run(backbone, step=3)
+  (result, best), = results
+  assert improved
+  err = capsys.readouterr().err
+  assert "decode synth_val: 80/80 images [" in err
+  assert "verify synth_val: 160/160 images [" in err
+  record = verifier.results["synth_val"]
+  assert record["bin"] == str(bins[0]) and record["step"] == 3
+  assert best == record["best_accuracy"] == result.accuracy_flip_mean
+  quiet = verifier_lib.Verifier([str(bins[0])], (112, 112), 16, str(tmp_path), verbose=False)
+  quiet.run(backbone, step=4)
+  assert capsys.readouterr().err == ""

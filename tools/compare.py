@@ -5,7 +5,8 @@
 
 Prints the cosine similarity, the squared distance between the normalized
 embeddings, and the verdict at the threshold: by default the one stored with
-the model by its last verification, else 1.4 (see docs/evaluation.md).
+the model, else 1.4 (see docs/evaluation.md). The embeddings are of the form
+that threshold was measured on: for an export, the form it serves.
 """
 from absl import flags
 
@@ -29,8 +30,8 @@ def main(argv):
     raise ValueError(f"expected two image files (or --bin), got {len(images)}: {images}")
   if _BIN.value is not None and images:
     raise ValueError(f"give either --bin or two image files, not both: {images}")
-  from tfface.export import inference  # pylint: disable=g-import-not-at-top
-  result = inference.compare_images(
+  from tfface.serving import image_files  # pylint: disable=g-import-not-at-top
+  result = image_files.compare_images(
       _MODEL.value, *(images or [None, None]), align=_ALIGN.value,
       threshold=_THRESHOLD.value, bin_path=_BIN.value, pair=_PAIR.value)
   print(result.describe())

@@ -2,9 +2,12 @@
 
   python tools/embed.py --model=EXPORT_OR_WORKDIR --input=faces/ --output=emb.npy [--align]
 
-Writes OUTPUT (float32 [n, D], L2-normalized embedding of each image plus its
-flip) and OUTPUT_STEM.files.txt (one input file per row, same order). Inputs
-are aligned 112x112 crops, or raw photos with --align (needs mtcnn).
+Writes OUTPUT (float32 [n, D], one L2-normalized embedding per image) and
+OUTPUT_STEM.files.txt (one input file per row, same order). The embedding is
+the form the model's threshold belongs to: what an export serves
+(single-view, or image plus mirror with flip TTA), the flip-summed
+verification form for a workdir or .keras file. Inputs are aligned 112x112
+crops, or raw photos with --align (needs mtcnn).
 """
 from absl import flags
 
@@ -23,10 +26,10 @@ flags.mark_flags_as_required(["model", "input", "output"])
 
 def main(argv):
   del argv  # unused
-  from tfface.export import inference  # pylint: disable=g-import-not-at-top
-  report = inference.embed_files(_MODEL.value, _INPUT.value, _OUTPUT.value,
+  from tfface.serving import image_files  # pylint: disable=g-import-not-at-top
+  report = image_files.embed_files(_MODEL.value, _INPUT.value, _OUTPUT.value,
                                  align=_ALIGN.value, batch_size=_BATCH_SIZE.value)
-  print(f"embedded {len(report.files)} images -> {report.output} "
+  print(f"embedded {len(report.files)} images ({report.embedding}) -> {report.output} "
         f"(files listed in {report.files_list})")
   if report.no_face:
     print(f"no face found (skipped): {', '.join(report.no_face)}")

@@ -5,7 +5,9 @@
 
 A SavedModel lands in EXPORT_DIR/VERSION (the layout TF Serving scans), with
 the signatures `serving_default` (image_bytes -> embedding) and `serve_images`
-(uint8 images -> embedding); see docs/serving.md.
+(uint8 images -> embedding), and the decision threshold of the embedding it
+serves, measured on the workdir's verification target or --threshold_bin;
+see docs/serving.md.
 """
 from absl import flags
 
@@ -28,18 +30,22 @@ _FLIP_TTA = flags.DEFINE_boolean(
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False,
                                   "Replace an existing version or file.")
 _THRESHOLD = flags.DEFINE_float(
-    "threshold", None, "Squared-distance threshold to store in the SavedModel "
-    "(default: the workdir's verification.json).")
+    "threshold", None, "Squared-distance threshold to store in the SavedModel for "
+    "the embedding it serves (default: measured on --threshold_bin).")
+_THRESHOLD_BIN = flags.DEFINE_string(
+    "threshold_bin", None, "Verification .bin to measure the served embedding's "
+    "threshold on (default: the workdir's verification target).")
 flags.mark_flags_as_required(["model"])
 
 
 def main(argv):
   del argv  # unused
-  from tfface.export import formats  # pylint: disable=g-import-not-at-top
+  from tfface.serving import formats  # pylint: disable=g-import-not-at-top
   path = formats.export_model(
       _MODEL.value, _FORMAT.value, export_dir=_EXPORT_DIR.value,
       version=_VERSION.value, output=_OUTPUT.value, flip_tta=_FLIP_TTA.value,
-      overwrite=_OVERWRITE.value, threshold=_THRESHOLD.value)
+      overwrite=_OVERWRITE.value, threshold=_THRESHOLD.value,
+      threshold_bin=_THRESHOLD_BIN.value)
   print(f"wrote {path}")
 
 

@@ -1,9 +1,12 @@
 """Sends face images to a TF Serving model and prints embeddings and similarities.
 
   python tools/serving_client.py --server=localhost:8501 --model=face a.jpg b.jpg
+  python tools/serving_client.py --model=face --export_dir=serving/models/face a.jpg b.jpg
 
 Uses the REST API (`/v1/models/NAME:predict`, images base64-encoded as
 `{"b64": ...}` under `image_bytes`); see docs/serving.md for the gRPC form.
+With --export_dir (or --threshold) each pair also gets its squared distance
+and the verdict at the threshold the export stores for the embedding it serves.
 """
 from absl import flags
 
@@ -15,15 +18,21 @@ except ImportError:
 _SERVER = flags.DEFINE_string("server", "localhost:8501", "TF Serving REST host:port.")
 _MODEL = flags.DEFINE_string("model", None, "Model name in TF Serving's config.")
 _VERSION = flags.DEFINE_integer("version", None, "Model version (default: newest).")
+_EXPORT_DIR = flags.DEFINE_string(
+    "export_dir", None, "The served model's export directory (model base or version): "
+    "its stored threshold decides same/different for each pair.")
+_THRESHOLD = flags.DEFINE_float(
+    "threshold", None, "Squared-distance threshold for the served embeddings "
+    "(overrides --export_dir's).")
 flags.mark_flags_as_required(["model"])
 
 
 def main(argv):
   if len(argv) < 2:
     raise ValueError("give at least one image file")
-  from tfface.export import rest_client  # pylint: disable=g-import-not-at-top
+  from tfface.serving import rest_client  # pylint: disable=g-import-not-at-top
   print(rest_client.query_and_describe(_SERVER.value, _MODEL.value, argv[1:],
-                                       _VERSION.value))
+                                       _VERSION.value, _EXPORT_DIR.value, _THRESHOLD.value))
 
 
 def run():

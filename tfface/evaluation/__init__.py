@@ -1,9 +1,15 @@
-"""InsightFace's verification protocol: `.bin` embedding, metrics, ROC."""
+"""InsightFace's verification protocol: `.bin` embedding, metrics, ROC.
+
+Models are loaded and run through `tfface.inference`; this package decodes
+`.bin` targets, runs the protocol on both embedding forms and reports.
+"""
 from tfface.evaluation.protocol import evaluate_embeddings
+from tfface.evaluation.verification import OperatingPoint
 from tfface.evaluation.verification import VerificationResult
 from tfface.evaluation.verification import decode_bin_images
 from tfface.evaluation.verification import evaluate_flip_pairs
+from tfface.evaluation.verification import measure_operating_point
 from tfface.evaluation.verification import verify
 
-__all__ = ["evaluate_embeddings", "verify", "VerificationResult",
-           "decode_bin_images", "evaluate_flip_pairs"]
+__all__ = ["evaluate_embeddings", "verify", "VerificationResult", "OperatingPoint",
+           "decode_bin_images", "evaluate_flip_pairs", "measure_operating_point"]

@@ -150,30 +150,34 @@ def calculate_val(dist, issame, bounds, far_target=FAR_TARGET,
 
 
 def best_overall_threshold(dist, issame, thresholds=ACCURACY_THRESHOLDS):
-  """The grid threshold with the best accuracy on all pairs (smallest on ties).
+  """The grid threshold with the best accuracy on all pairs, and that accuracy.
 
-  This is the operating point `tools/compare.py` uses by default: the folds'
-  thresholds estimate the same quantity with held-out data, but a deployed
-  model needs one number.
+  This is the operating point stored with an export and used by
+  `tools/compare.py`: the folds' thresholds estimate the same quantity with
+  held-out data, but a deployed model needs one number.
+
+  Returns:
+    `(threshold, accuracy)`; ties go to the smallest threshold.
   """
   predict = dist[None, :] < thresholds[:, None]
   correct = np.sum(predict == issame[None, :], axis=1)
-  return float(thresholds[int(np.argmax(correct))])
+  best = int(np.argmax(correct))
+  return float(thresholds[best]), float(correct[best] / len(dist))
 
 
-def evaluate_embeddings(embeddings, issame, nrof_folds=10):
-  """InsightFace's `evaluate` on flip-summed, L2-normalized pair embeddings.
+def evaluate_accuracy(embeddings, issame, nrof_folds=10):
+  """The accuracy half of `evaluate_embeddings` (no VAL): cheaper, for thresholds.
 
   Args:
-    embeddings: [2N, D] array; rows 2i and 2i + 1 form pair i.
+    embeddings: [2N, D] L2-normalized array; rows 2i and 2i + 1 form pair i.
     issame: [N] bools, True when pair i shows one identity.
     nrof_folds: number of consecutive cross-validation folds.
 
   Returns:
     A dict with `accuracy` (per fold), `accuracy_mean`, `accuracy_std`,
-    `best_thresholds` (per fold), `best_threshold` (on all pairs), `tpr`,
-    `fpr` (fold-mean ROC on the 0.01 grid), `thresholds`, `val`, `val_std`,
-    `far` (VAL@FAR=1e-3 and the achieved FAR) and `distances`.
+    `best_thresholds` (per fold), `best_threshold` (on all pairs),
+    `best_threshold_accuracy` (its accuracy on all pairs), `tpr`, `fpr`
+    (fold-mean ROC on the 0.01 grid), `thresholds` and `distances`.
 
   Raises:
     ValueError: shapes disagree or there are fewer pairs than folds.
@@ -185,18 +189,39 @@ def evaluate_embeddings(embeddings, issame, nrof_folds=10):
                      "issame labels")
   bounds = fold_bounds(len(dist), nrof_folds)
   tpr, fpr, accuracy, best_thresholds = calculate_roc(dist, issame, bounds)
-  val, val_std, far = calculate_val(dist, issame, bounds)
+  threshold, threshold_accuracy = best_overall_threshold(dist, issame)
   return {
       "accuracy": accuracy,
       "accuracy_mean": float(np.mean(accuracy)),
       "accuracy_std": float(np.std(accuracy)),
       "best_thresholds": best_thresholds,
-      "best_threshold": best_overall_threshold(dist, issame),
+      "best_threshold": threshold,
+      "best_threshold_accuracy": threshold_accuracy,
       "tpr": tpr,
       "fpr": fpr,
       "thresholds": ACCURACY_THRESHOLDS,
-      "val": val,
-      "val_std": val_std,
-      "far": far,
       "distances": dist,
   }
+
+
+def evaluate_embeddings(embeddings, issame, nrof_folds=10):
+  """InsightFace's `evaluate` on flip-summed, L2-normalized pair embeddings.
+
+  Args:
+    embeddings: [2N, D] array; rows 2i and 2i + 1 form pair i.
+    issame: [N] bools, True when pair i shows one identity.
+    nrof_folds: number of consecutive cross-validation folds.
+
+  Returns:
+    `evaluate_accuracy`'s dict plus `val`, `val_std` and `far` (VAL@FAR=1e-3
+    and the achieved FAR).
+
+  Raises:
+    ValueError: shapes disagree or there are fewer pairs than folds.
+  """
+  metrics = evaluate_accuracy(embeddings, issame, nrof_folds)
+  dist = metrics["distances"]
+  issame = np.asarray(issame, dtype=bool).reshape(-1)
+  val, val_std, far = calculate_val(dist, issame, fold_bounds(len(dist), nrof_folds))
+  metrics.update({"val": val, "val_std": val_std, "far": far})
+  return metrics

@@ -81,14 +81,19 @@ def plot_roc(results, path):
 
 
 def format_table(results):
-  """The results table `tools/verify.py` prints, one row per target."""
+  """The results table `tools/verify.py` prints, one row per target.
+
+  `acc-flip`, `thresh`: InsightFace's flip-summed numbers; `acc-1view`,
+  `thr-1v`: the same for single-view embeddings (an export without flip TTA).
+  """
   header = (f"{'target':<14} {'pairs':>6} {'acc-flip':>9} {'+-std':>8} "
-            f"{'xnorm':>9} {'thresh':>7} {'VAL@1e-3':>9} {'TAR@1e-3':>9} "
-            f"{'TAR@1e-4':>9}")
+            f"{'xnorm':>9} {'thresh':>7} {'acc-1view':>9} {'thr-1v':>7} "
+            f"{'VAL@1e-3':>9} {'TAR@1e-3':>9} {'TAR@1e-4':>9}")
   lines = [header, "-" * len(header)]
   for r in results:
     lines.append(
         f"{r.name:<14} {r.num_pairs:>6d} {r.accuracy_flip_mean:>9.5f} "
         f"{r.accuracy_flip_std:>8.5f} {r.xnorm:>9.4f} {r.best_threshold:>7.2f} "
+        f"{r.single_view.accuracy_mean:>9.5f} {r.single_view.threshold:>7.2f} "
         f"{r.val:>9.5f} {r.tar_far_1e3:>9.5f} {r.tar_far_1e4:>9.5f}")
   return "\n".join(lines)

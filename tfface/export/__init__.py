@@ -1,8 +1,9 @@
-"""Exports (SavedModel for TF Serving, TFLite, ONNX) and loading any model path."""
-from tfface.export.loading import DEFAULT_THRESHOLD
-from tfface.export.loading import EmbeddingModel
-from tfface.export.loading import load_embedding_model
+"""Model writers: SavedModel for TF Serving, TFLite, ONNX.
+
+Loading any model form and embedding with it live in `tfface.inference`;
+the table of formats and the file/REST orchestration in `tfface.serving`.
+"""
+from tfface.export.saved_model import build_serving_module
 from tfface.export.saved_model import export_saved_model
 
-__all__ = ["export_saved_model", "load_embedding_model", "EmbeddingModel",
-           "DEFAULT_THRESHOLD"]
+__all__ = ["export_saved_model", "build_serving_module"]

@@ -8,11 +8,15 @@ assets/tfface_metadata.json}` with two signatures:
   in `_bytes`) -> `embedding` (float32 [batch, D], L2-normalized);
 * `serve_images`: `images` (uint8 [batch, H, W, 3], RGB) -> `embedding`.
 
-Decoding, resizing, the model's own input normalization and the optional flip
-test-time augmentation all live in the graph, so a client sends raw image
-files and nothing else. A third, non-signature function `raw_embedding`
-(uint8 images -> un-normalized embeddings) lets tfface's own tools run the
-verification protocol (XNorm, flip sum) on an export.
+Decoding (the one decode policy, `tfface.inference.decode.decode_image_tf`:
+the same pixels as OpenCV), resizing, the model's own input normalization and
+the optional flip test-time augmentation all live in the graph, so a client
+sends raw image files and nothing else. A third, non-signature function
+`raw_embedding` (uint8 images -> un-normalized embeddings) lets tfface's own
+tools run the verification protocol (XNorm, flip sum) on an export.
+
+The metadata asset carries the decision threshold of the embedding form
+`serving_default` serves (see `tfface.export.metadata`).
 """
 import contextlib
 import json
@@ -21,7 +25,10 @@ import os
 import shutil
 import tempfile
 
-from tfface.export import loading
+from tfface.export import metadata as metadata_lib
+from tfface.inference import decode
+from tfface.inference import embedding as embedding_lib
+from tfface.inference import loading
 
 
 @contextlib.contextmanager
@@ -45,34 +52,6 @@ def quiet_tensorflow_info():
       logger.removeFilter(drop_info)
 
 
-def _decode_and_resize(data, image_size):
-  """One encoded image -> uint8 [H, W, 3] RGB of the model's input size.
-
-  JPEG goes through `decode_jpeg` with the accurate integer IDCT, the one
-  OpenCV and libjpeg use by default, so pixels match `cv2.imdecode`; other
-  formats through `decode_image`. Other sizes are resized like the
-  verification loader: shorter side to the target, bicubic, centre crop.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  height, width = image_size
-  image = tf.cond(
-      tf.io.is_jpeg(data),
-      lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-      lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-  image = tf.ensure_shape(image, [None, None, 3])
-
-  def resize():
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = tf.reduce_max(tf.constant([height, width], tf.float32) / shape)
-    new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), [height, width])
-    resized = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bicubic")
-    resized = tf.image.resize_with_crop_or_pad(resized, height, width)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-  same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
-  return tf.cond(same_size, lambda: image, resize)
-
-
 def build_serving_module(model, flip_tta=False):
   """A `tf.Module` with the export's functions, ready for `tf.saved_model.save`.
 
@@ -87,28 +66,19 @@ def build_serving_module(model, flip_tta=False):
   image_size = tuple(int(v) for v in model.input_shape[1:3])
   images_spec = tf.TensorSpec([None, *image_size, 3], tf.uint8, name="images")
 
-  def raw(images):
-    return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
-
-  def normalized(images):
-    emb = raw(images)
-    if flip_tta:
-      emb = emb + raw(tf.reverse(images, axis=[2]))
-    return tf.math.l2_normalize(emb, axis=1)
-
   @tf.function(input_signature=[images_spec])
   def raw_embedding(images):
-    return raw(images)
+    return embedding_lib.raw_embedding_tf(model, images)
 
   @tf.function(input_signature=[images_spec])
   def serve_images(images):
-    return {"embedding": normalized(images)}
+    return {"embedding": embedding_lib.embedding_tf(model, images, flip_tta)}
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
   def serve_bytes(image_bytes):
-    images = tf.map_fn(lambda b: _decode_and_resize(b, image_size), image_bytes,
+    images = tf.map_fn(lambda b: decode.decode_and_resize_tf(b, image_size), image_bytes,
                        fn_output_signature=tf.TensorSpec([*image_size, 3], tf.uint8))
-    return {"embedding": normalized(images)}
+    return {"embedding": embedding_lib.embedding_tf(model, images, flip_tta)}
 
   module = tf.Module(name="tfface_embedding")
   module.raw_embedding = raw_embedding
@@ -129,7 +99,7 @@ def build_serving_module(model, flip_tta=False):
 
 
 def resolve_model(model_or_path):
-  """A Keras backbone, the metadata (threshold) known for it, and its path.
+  """A Keras backbone, what loading it found (a workdir's verification), and its path.
 
   Args:
     model_or_path: a Keras model, or a `.keras` file / training workdir.
@@ -149,28 +119,8 @@ def resolve_model(model_or_path):
   return loaded.keras_model, loaded.metadata, os.fspath(model_or_path)
 
 
-def export_saved_model(model_or_path, export_dir, version, flip_tta=False,
-                       overwrite=False, metadata=None):
-  """Exports a backbone for TF Serving as `export_dir/version`.
-
-  Args:
-    model_or_path: a Keras backbone, or a `.keras` file / training workdir.
-    export_dir: the model base directory TF Serving watches (`BASE/NAME`).
-    version: positive integer version (the subdirectory name).
-    flip_tta: embed the horizontal flip too and add it before normalizing.
-    overwrite: replace an existing version instead of refusing.
-    metadata: extra entries for `assets/tfface_metadata.json` (e.g.
-      `{"threshold": 1.3}`); a workdir's verification threshold is included.
-
-  Returns:
-    The path of the written version directory.
-
-  Raises:
-    ValueError: bad version, an existing version without `overwrite`, or a
-      model that cannot be loaded.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tfface  # pylint: disable=g-import-not-at-top
+def _check_version(export_dir, version, overwrite):
+  """The version directory to write, after checking the number and overwriting."""
   try:
     version = int(version)
   except (TypeError, ValueError):
@@ -181,12 +131,40 @@ def export_saved_model(model_or_path, export_dir, version, flip_tta=False,
   if os.path.exists(target) and not overwrite:
     raise ValueError(f"{target}: version {version} already exists; pass "
                      "overwrite=True (--overwrite) or choose another version")
+  return version, target
+
+
+def export_saved_model(model_or_path, export_dir, version, flip_tta=False,
+                       overwrite=False, metadata=None, threshold=None,
+                       threshold_bin=None, verbose=True):
+  """Exports a backbone for TF Serving as `export_dir/version`.
+
+  Args:
+    model_or_path: a Keras backbone, or a `.keras` file / training workdir.
+    export_dir: the model base directory TF Serving watches (`BASE/NAME`).
+    version: positive integer version (the subdirectory name).
+    flip_tta: embed the horizontal flip too and add it before normalizing.
+    overwrite: replace an existing version instead of refusing.
+    metadata: extra entries for `assets/tfface_metadata.json`.
+    threshold: the squared-distance threshold to store for the served
+      embedding, instead of measuring one.
+    threshold_bin: a verification `.bin` to measure the served embedding's
+      threshold on (default: a training workdir's verification target).
+    verbose: show the threshold measurement's progress on stderr.
+
+  Returns:
+    The path of the written version directory.
+
+  Raises:
+    ValueError: bad version, an existing version without `overwrite`, a
+      model that cannot be loaded, or a threshold that cannot be measured.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  version, target = _check_version(export_dir, version, overwrite)
   model, known, source = resolve_model(model_or_path)
+  info = metadata_lib.export_metadata(model, source, known, flip_tta, threshold,
+                                      threshold_bin, metadata, verbose)
   module, signatures = build_serving_module(model, flip_tta)
-  info = {"tfface_version": tfface.__version__, "source": source,
-          "image_size": list(model.input_shape[1:3]),
-          "embedding_size": int(model.output_shape[-1]), "flip_tta": bool(flip_tta),
-          "threshold": None, **known, **(metadata or {})}
   os.makedirs(export_dir, exist_ok=True)
   # TF Serving only loads numeric directories, so the dot-named work
   # directory is invisible to it until the rename makes the version appear.

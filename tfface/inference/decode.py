@@ -15,7 +15,8 @@ slightly different input distribution. So every path decodes alike:
 
 Images that are not the model's size are resized as InsightFace's loaders
 do: shorter side to the target with bicubic interpolation, then a centre
-crop (`resize_like_insightface`).
+crop (`resize_like_insightface`; `decode_and_resize_tf` in graphs, where
+TensorFlow's bicubic kernel differs from OpenCV's by a level or two).
 """
 import cv2
 import numpy as np
@@ -77,3 +78,33 @@ def decode_image_tf(data):
       lambda: tf.io.decode_jpeg(data, channels=3, dct_method=TF_DCT_METHOD),
       lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
   return tf.ensure_shape(image, [None, None, 3])
+
+
+def resize_like_insightface_tf(image, image_size):
+  """In a graph: uint8 [H, W, 3] -> uint8 [height, width, 3], as `resize_like_insightface`.
+
+  Images of the target size pass through untouched; others get the shorter
+  side scaled to the target (bicubic) and a centre crop.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  height, width = image_size
+
+  def resize():
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.reduce_max(tf.constant([height, width], tf.float32) / shape)
+    new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), [height, width])
+    resized = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bicubic")
+    resized = tf.image.resize_with_crop_or_pad(resized, height, width)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+  same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+  return tf.ensure_shape(tf.cond(same_size, lambda: image, resize), [height, width, 3])
+
+
+def decode_and_resize_tf(data, image_size):
+  """In a graph: encoded bytes -> uint8 [height, width, 3] RGB of the model's input size.
+
+  `decode_image_tf` then `resize_like_insightface_tf`: what the SavedModel's
+  `serving_default` does to every image it receives.
+  """
+  return resize_like_insightface_tf(decode_image_tf(data), tuple(image_size))

@@ -1,21 +1,23 @@
 """Verification during training: InsightFace's protocol on the run's `.bin` targets.
 
 The `.bin` images are decoded once at start; every `verify_every` steps the
-backbone embeds them and their flips (`tfface.evaluation.verify`). Results
-go to `WORKDIR/verification.json`, one entry per target stem:
+backbone embeds them and their flips (`tfface.evaluation.verify`, through
+the one embedding wrapper of `tfface.inference`), with progress lines on
+stderr. Results go to `WORKDIR/verification.json`, one entry per target stem:
 
   {"synth_val": {"step": 400, "accuracy_flip_mean": 0.95, "accuracy_flip_std": 0.01,
-                 "xnorm": 11.2, "best_threshold": 1.31,
+                 "xnorm": 11.2, "best_threshold": 1.31, "bin": "/data/synth_val.bin",
                  "best_accuracy": 0.95, "best_step": 400}}
 
-As in InsightFace, the last target decides which backbone is the best one.
+`bin` lets `tools/export.py` measure the served embedding's threshold on the
+same target. As in InsightFace, the last target decides which backbone is
+the best one.
 """
 import json
 import os
 
-import tensorflow as tf
-
 from tfface import evaluation
+from tfface import inference
 from tfface.data.insightface import verification_bin
 from tfface.training import checkpointing
 
@@ -30,17 +32,20 @@ class Verifier:
     image_size: `(height, width)` of the model input.
     batch_size: images per forward pass.
     workdir: where `verification.json` lives (read on resume).
+    verbose: show decoding and embedding progress on stderr.
   """
 
-  def __init__(self, paths, image_size, batch_size, workdir):
+  def __init__(self, paths, image_size, batch_size, workdir, verbose=True):
     self.batch_size = int(batch_size)
+    self.verbose = verbose
     self.path = os.path.join(workdir, RESULTS)
     self.targets = []
     for path in paths:
       vbin = verification_bin.load_bin(path)
-      self.targets.append((vbin, evaluation.decode_bin_images(vbin, image_size)))
+      images = evaluation.decode_bin_images(vbin, image_size, verbose)
+      self.targets.append((vbin, images))
     self.results = {}
-    self._embed_model = self._embed = None
+    self._model = None
     if os.path.isfile(self.path):
       with open(self.path) as f:
         try:
@@ -70,36 +75,26 @@ class Verifier:
       `(results, improved)`: a list of `(VerificationResult, best_so_far)`
       and whether the last target reached a new best.
     """
-
-    embed_fn = self._embed_fn(backbone)
+    # One wrapper (and traced function) per backbone, reused by every verification.
+    if self._model is None or self._model.keras_model is not backbone:
+      self._model = inference.from_keras(backbone)
     out, improved = [], False
     for vbin, images in self.targets:
-      result = evaluation.verify(embed_fn, vbin, batch_size=self.batch_size,
-                                 images=images)
+      result = evaluation.verify(self._model, vbin, batch_size=self.batch_size,
+                                 images=images, verbose=self.verbose)
       name = result.name
       previous = self.best(name)
       record = self.results.setdefault(name, {})
       record.update({
           "step": int(step), "accuracy_flip_mean": result.accuracy_flip_mean,
           "accuracy_flip_std": result.accuracy_flip_std, "xnorm": result.xnorm,
-          "best_threshold": result.best_threshold})
+          "best_threshold": result.best_threshold,
+          "bin": os.path.abspath(vbin.path)})
       improved = record_best and result.accuracy_flip_mean > previous
       if improved:
         record.update({"best_accuracy": result.accuracy_flip_mean, "best_step": int(step)})
       out.append((result, record.get("best_accuracy", -1.0)))
     return out, improved
-
-  def _embed_fn(self, backbone):
-    # One traced function per backbone, reused by every verification.
-    if self._embed_model is not backbone:
-
-      @tf.function(reduce_retracing=True)
-      def embed(batch):
-        return backbone(tf.cast(batch, tf.float32), training=False)
-
-      self._embed_model = backbone
-      self._embed = lambda batch: embed(batch).numpy()
-    return self._embed
 
   def save(self):
     """Writes `verification.json` atomically (call on the chief only)."""

@@ -1,10 +1,11 @@
 """Embedding image files and comparing two faces: `tools/embed.py`, `tools/compare.py`.
 
-Embeddings are the verification form: the embedding of the image plus that of
-its horizontal flip, L2-normalized. Two faces are the same person when the
-squared distance between their embeddings (2 - 2 * cosine) is below the
-threshold, which defaults to the one stored with the model by the last
-verification (see `loading.EmbeddingModel.threshold`).
+Both compute the embedding form the model's decision threshold belongs to
+(`EmbeddingModel.threshold_embedding`): for an export, the form its
+`serving_default` serves (single-view, or flip-summed with flip TTA); for a
+training workdir or `.keras` file, the flip-summed verification form. Two
+faces are the same person when the squared distance between their
+normalized embeddings (2 - 2 * cosine) is below that threshold.
 """
 import dataclasses
 import io
@@ -13,7 +14,11 @@ import os
 import numpy as np
 
 from tfface import atomic
-from tfface.export import loading
+from tfface.align import detector
+from tfface.align import folder
+from tfface.data.insightface import verification_bin
+from tfface.inference import decode
+from tfface.inference import loading
 
 
 def _read_face(path, image_size, aligner):
@@ -23,11 +28,9 @@ def _read_face(path, image_size, aligner):
   are resized like the verification loader. With an aligner the largest face
   is detected and warped; None is returned when there is no face.
   """
-  from tfface.align import folder  # pylint: disable=g-import-not-at-top
-  from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
   if aligner is None:
     with open(path, "rb") as f:
-      return verification.decode_image(f.read(), image_size, path)[0]
+      return decode.decode_image(f.read(), image_size, path)[0]
   image = folder.read_rgb(path)
   aligned = aligner.align(image)
   if aligned.image is None:
@@ -41,7 +44,6 @@ def _read_face(path, image_size, aligner):
 def _aligner(align, image_size):
   if not align:
     return None
-  from tfface.align import detector  # pylint: disable=g-import-not-at-top
   if image_size[0] != image_size[1]:
     raise ValueError(f"--align makes square crops; the model expects {image_size}")
   return detector.FaceAligner(image_size[0])
@@ -49,12 +51,13 @@ def _aligner(align, image_size):
 
 @dataclasses.dataclass
 class EmbedReport:
-  """Files embedded (row order of the output) and files skipped without a face."""
+  """Files embedded (row order of the output), files skipped without a face, the form."""
 
   files: list
   no_face: list
   output: str
   files_list: str
+  embedding: str
 
 
 def files_list_path(output):
@@ -62,16 +65,18 @@ def files_list_path(output):
   return os.path.splitext(output)[0] + ".files.txt"
 
 
-def embed_files(model_path, input_path, output, align=False, batch_size=64):
+def embed_files(model_path, input_path, output, align=False, batch_size=64, verbose=True):
   """Embeds an image file or every image under a directory.
 
   Args:
     model_path: SavedModel export, training workdir or `.keras` file.
     input_path: an image file, or a directory searched recursively.
-    output: `.npy` file for the float32 [n, D] unit-norm embeddings; the
-      embedded files (relative to a directory input) go to `files_list_path`.
+    output: `.npy` file for the float32 [n, D] unit-norm embeddings (the
+      model's `threshold_embedding` form); the embedded files (relative to a
+      directory input) go to `files_list_path`.
     align: detect and align faces with MTCNN first (for raw photos).
     batch_size: images per forward pass.
+    verbose: show embedding progress on stderr.
 
   Returns:
     An `EmbedReport`.
@@ -80,7 +85,6 @@ def embed_files(model_path, input_path, output, align=False, batch_size=64):
     ValueError: no images, an unreadable image, or nothing left to embed.
     OSError: `input_path` does not exist.
   """
-  from tfface.align import folder  # pylint: disable=g-import-not-at-top
   if os.path.isdir(input_path):
     rel_paths = folder.list_images(input_path)
     full = [os.path.join(input_path, p) for p in rel_paths]
@@ -102,14 +106,14 @@ def embed_files(model_path, input_path, output, align=False, batch_size=64):
       kept.append(rel)
   if not faces:
     raise ValueError(f"{input_path}: no face found in any of {len(full)} images")
-  embeddings = model.embed(np.stack(faces), batch_size=batch_size)
+  embeddings = model.embed(np.stack(faces), batch_size=batch_size, verbose=verbose)
   listing = files_list_path(output)
   buffer = io.BytesIO()
   np.save(buffer, embeddings)
   # The listing first: embeddings under their final name always have one.
   atomic.write_text(listing, "".join(p + "\n" for p in kept), make_dirs=True)
   atomic.write_bytes(output, buffer.getbuffer())
-  return EmbedReport(kept, no_face, output, listing)
+  return EmbedReport(kept, no_face, output, listing, model.threshold_embedding)
 
 
 @dataclasses.dataclass
@@ -120,6 +124,7 @@ class Comparison:
   distance: float
   threshold: float
   threshold_source: str
+  embedding: str
   truth: bool = None  # the label, when the pair comes from a .bin
 
   @property
@@ -129,7 +134,8 @@ class Comparison:
   def describe(self):
     """The lines `tools/compare.py` prints."""
     verdict = "same person" if self.same else "different people"
-    text = (f"cosine similarity: {self.cosine:.4f}\n"
+    text = (f"embedding:         {self.embedding}\n"
+            f"cosine similarity: {self.cosine:.4f}\n"
             f"squared distance:  {self.distance:.4f}\n"
             f"threshold:         {self.threshold:.4f} ({self.threshold_source})\n"
             f"verdict:           {verdict}")
@@ -138,22 +144,28 @@ class Comparison:
     return text
 
 
+def _threshold_source(model):
+  """Where the model's threshold comes from, for the printout."""
+  if model.metadata.get("threshold") is None:
+    return f"default {loading.DEFAULT_THRESHOLD}, no threshold stored with the model"
+  target = model.metadata.get("threshold_target")
+  return f"verification on {target}" if target else "stored with the model"
+
+
 def _compare_faces(model, faces, threshold):
-  a, b = model.embed(np.stack(faces)).astype(np.float64)
-  if threshold is not None:
-    source = "given"
-  elif model.metadata.get("threshold") is not None:
-    target = model.metadata.get("threshold_target")
-    source = f"verification on {target}" if target else "stored with the model"
-  else:
-    source = f"default {loading.DEFAULT_THRESHOLD}, no verification result stored"
+  a, b = model.embed(np.stack(faces), verbose=False).astype(np.float64)
+  source = "given" if threshold is not None else _threshold_source(model)
   value = float(threshold) if threshold is not None else model.threshold
-  return Comparison(float(np.dot(a, b)), float(np.sum((a - b) ** 2)), value, source)
+  return Comparison(float(np.dot(a, b)), float(np.sum((a - b) ** 2)), value, source,
+                    model.threshold_embedding)
 
 
 def compare_images(model_path, image1=None, image2=None, align=False, threshold=None,
                    bin_path=None, pair=None):
   """Compares the faces in two image files, or pair `pair` of a `.bin`.
+
+  The embeddings are of the form the model's threshold belongs to (for an
+  export, the form it serves); a given `threshold` is taken to be for it too.
 
   Args:
     model_path: SavedModel export, training workdir or `.keras` file.
@@ -172,17 +184,15 @@ def compare_images(model_path, image1=None, image2=None, align=False, threshold=
       the pair index is out of range.
     OSError: an image file does not exist.
   """
-  from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
   if bin_path is not None:
-    from tfface.data.insightface import verification_bin  # pylint: disable=g-import-not-at-top
     vbin = verification_bin.load_bin(bin_path)
     if pair is None or not -vbin.num_pairs <= pair < vbin.num_pairs:
       raise ValueError(f"{bin_path}: pair {pair} out of range; the file has "
                        f"{vbin.num_pairs} pairs")
     index = pair % vbin.num_pairs
     model = loading.load_embedding_model(model_path)
-    faces = [verification.decode_image(vbin.images[2 * index + k], model.image_size,
-                                       f"{bin_path}: image {2 * index + k}")[0]
+    faces = [decode.decode_image(vbin.images[2 * index + k], model.image_size,
+                                 f"{bin_path}: image {2 * index + k}")[0]
              for k in (0, 1)]
     result = _compare_faces(model, faces, threshold)
     result.truth = bool(vbin.issame[index])

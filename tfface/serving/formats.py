@@ -10,7 +10,7 @@ FORMATS = ("saved_model", "tflite", "tflite_fp16", "onnx")
 
 def export_model(model_path, export_format="saved_model", export_dir=None,
                  version=None, output=None, flip_tta=False, overwrite=False,
-                 threshold=None):
+                 threshold=None, threshold_bin=None):
   """Exports a `.keras` file or training workdir in one of `FORMATS`.
 
   Args:
@@ -22,8 +22,10 @@ def export_model(model_path, export_format="saved_model", export_dir=None,
     output: output file (`tflite`, `tflite_fp16`, `onnx`).
     flip_tta: add the horizontal flip's embedding before normalizing.
     overwrite: replace an existing version or file.
-    threshold: squared-distance threshold to store with a SavedModel,
-      overriding the workdir's verification result.
+    threshold: squared-distance threshold to store with a SavedModel for the
+      embedding it serves, instead of measuring one.
+    threshold_bin: `.bin` to measure that threshold on (`saved_model` only;
+      default: the workdir's verification target).
 
   Returns:
     The path written.
@@ -38,9 +40,12 @@ def export_model(model_path, export_format="saved_model", export_dir=None,
   if export_format == "saved_model":
     if not export_dir or version is None:
       raise ValueError("--format=saved_model needs --export_dir and --version")
-    metadata = {"threshold": float(threshold)} if threshold is not None else None
-    return saved_model.export_saved_model(model_path, export_dir, version, flip_tta,
-                                          overwrite, metadata)
+    return saved_model.export_saved_model(
+        model_path, export_dir, version, flip_tta, overwrite, threshold=threshold,
+        threshold_bin=threshold_bin)
+  if threshold is not None or threshold_bin:
+    raise ValueError(f"--format={export_format} stores no threshold; --threshold and "
+                     "--threshold_bin are for --format=saved_model")
   if not output:
     raise ValueError(f"--format={export_format} needs --output (a file path)")
   if os.path.exists(output) and not overwrite:

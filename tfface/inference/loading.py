@@ -2,16 +2,16 @@
 
 `load_embedding_model(path)` accepts:
 
-* a SavedModel written by `export_saved_model` (the version directory, or the
-  model base directory, in which case the highest version is used, as TF
-  Serving does);
+* a SavedModel written by `tfface.export.export_saved_model` (the version
+  directory, or the TF Serving model base, in which case the highest numbered
+  version is used, as TF Serving does);
 * a training workdir (`best_backbone.keras`, else `backbone.keras`; the
-  verification threshold comes from `verification.json`);
+  decision threshold comes from `verification.json`);
 * a `.keras` file of a backbone.
 
-Every form is wrapped in an `EmbeddingModel` that maps uint8 RGB batches to
-raw embeddings, so the verification protocol, `tools/embed.py` and
-`tools/compare.py` treat them alike.
+`as_embedding_model` also takes an in-memory Keras backbone or any callable.
+Every form becomes an `EmbeddingModel` that maps uint8 RGB batches to raw
+embeddings, so verification, the exporter and the tools treat them alike.
 """
 import json
 import logging
@@ -19,11 +19,14 @@ import os
 
 import numpy as np
 
+from tfface.inference import embedding as embedding_lib
+
 _LOG = logging.getLogger(__name__)
 METADATA_FILE = "tfface_metadata.json"
-# Squared distance between flip-summed, L2-normalized embeddings (cosine
-# similarity 0.3) when no verification result is known; ArcFace-trained
-# ResNets land near it on LFW. Documented in docs/evaluation.md.
+DEFAULT_IMAGE_SIZE = (112, 112)
+# Squared distance between L2-normalized embeddings (cosine similarity 0.3)
+# when no verification result is known; ArcFace-trained ResNets land near it
+# on LFW. Documented in docs/evaluation.md.
 DEFAULT_THRESHOLD = 1.4
 
 
@@ -32,7 +35,8 @@ class EmbeddingModel:
 
   Attributes:
     image_size: `(height, width)` the model expects.
-    metadata: dict (threshold, source, verification results) or empty.
+    metadata: dict (threshold and the embedding form it was measured on,
+      source, verification results) or empty.
     source: the path it was loaded from.
     keras_model: the Keras model, or None for a SavedModel.
   """
@@ -54,43 +58,73 @@ class EmbeddingModel:
     value = self.metadata.get("threshold")
     return float(value) if value is not None else DEFAULT_THRESHOLD
 
-  def embed(self, images, flip=True, batch_size=64):
-    """L2-normalized embeddings, flip-summed as in verification by default.
+  @property
+  def threshold_embedding(self):
+    """The embedding form (`SINGLE_VIEW`/`FLIP_SUM`) that `threshold` applies to.
+
+    An export names it in its metadata (the form `serving_default` serves);
+    a training workdir's thresholds come from verification (flip-summed), and
+    so did those of exports written before the form was recorded.
+    """
+    return embedding_lib.check_embedding(
+        self.metadata.get("threshold_embedding", embedding_lib.FLIP_SUM))
+
+  def raw_and_flipped(self, images, batch_size=64, flip=True, verbose=True,
+                      desc="embed"):
+    """Raw embeddings of `images` and of their mirrors (see `embedding.raw_and_flipped`)."""
+    return embedding_lib.raw_and_flipped(self, np.asarray(images, dtype=np.uint8),
+                                         batch_size, flip, verbose, desc)
+
+  def embed(self, images, embedding=None, batch_size=64, verbose=True, desc="embed"):
+    """L2-normalized embeddings of one form.
 
     Args:
       images: uint8 [n, H, W, 3] RGB of the model's input size.
-      flip: add the embedding of the horizontal flip before normalizing, the
-        form the verification threshold was measured on.
+      embedding: `SINGLE_VIEW` or `FLIP_SUM`; default `threshold_embedding`,
+        the form `threshold` was measured on (for an export: the form it serves).
       batch_size: images per forward pass.
+      verbose: show progress on stderr.
+      desc: what the progress line calls the images.
 
     Returns:
       float32 [n, D], unit rows.
     """
-    from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
-    images = np.asarray(images, dtype=np.uint8)
-    if flip:
-      original, flipped = verification.flip_embeddings(self, images, batch_size)
-      emb = original + flipped
-    else:
-      emb = verification.embed_batches(self, images, batch_size)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    return (emb / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def _keras_raw_fn(model):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  @tf.function(reduce_retracing=True)
-  def raw(images):
-    return tf.cast(model(tf.cast(images, tf.float32), training=False), tf.float32)
-
-  return lambda images: raw(images).numpy()
+    embedding = embedding_lib.check_embedding(embedding or self.threshold_embedding)
+    original, flipped = self.raw_and_flipped(
+        images, batch_size, embedding == embedding_lib.FLIP_SUM, verbose, desc)
+    return embedding_lib.combine(original, flipped, embedding).astype(np.float32)
 
 
 def from_keras(model, metadata=None, source=""):
   """Wraps an in-memory Keras backbone as an `EmbeddingModel`."""
-  return EmbeddingModel(_keras_raw_fn(model), model.input_shape[1:3], metadata,
-                        source, keras_model=model)
+  return EmbeddingModel(embedding_lib.keras_raw_fn(model), model.input_shape[1:3],
+                        metadata, source, keras_model=model)
+
+
+def as_embedding_model(model):
+  """An `EmbeddingModel` from a path, a Keras backbone or a raw-embedding callable.
+
+  Args:
+    model: an `EmbeddingModel` (returned as is), a path (`load_embedding_model`),
+      a Keras backbone, or a callable mapping uint8 [b, H, W, 3] to raw
+      embeddings (its `image_size` or `input_shape` attribute gives the input
+      size, else 112x112).
+
+  Returns:
+    An `EmbeddingModel`.
+  """
+  if isinstance(model, EmbeddingModel):
+    return model
+  if isinstance(model, (str, os.PathLike)):
+    return load_embedding_model(model)
+  import keras  # pylint: disable=g-import-not-at-top
+  if isinstance(model, keras.Model):
+    return from_keras(model)
+  size = getattr(model, "image_size", None)
+  shape = getattr(model, "input_shape", None)
+  if size is None and shape is not None and len(shape) == 4 and shape[1] and shape[2]:
+    size = shape[1:3]
+  return EmbeddingModel(model, size or DEFAULT_IMAGE_SIZE)
 
 
 def _load_keras_file(path):
@@ -106,11 +140,18 @@ def _load_keras_file(path):
 def workdir_threshold(workdir):
   """Threshold and verification summary from a training workdir, if any.
 
-  Reads `verification.json` (`{target: {"best_threshold": ..., ...}}`, or
-  with a nested `"best"` entry) and uses the last target listed.
+  Reads `verification.json` (`{target: {"best_threshold": ..., "bin": ...}}`,
+  or with a nested `"best"` entry) and uses the last target listed, the one
+  that selects the best backbone. Its threshold was measured on flip-summed
+  embeddings at the latest verification.
 
   Returns:
-    A metadata dict, empty when the workdir has no usable verification.json.
+    A metadata dict (`threshold`, `threshold_embedding`, `threshold_target`,
+    `threshold_bin` when the trainer recorded the file, `verification`),
+    empty when the workdir has no usable verification.json.
+
+  Raises:
+    ValueError: verification.json is not valid JSON.
   """
   path = os.path.join(workdir, "verification.json")
   if not os.path.exists(path):
@@ -128,8 +169,13 @@ def workdir_threshold(workdir):
   if not isinstance(entry, dict) or "best_threshold" not in entry:
     _LOG.warning("%s: no best_threshold for target %r", path, target)
     return {}
-  return {"threshold": float(entry["best_threshold"]), "threshold_target": target,
-          "verification": results}
+  metadata = {"threshold": float(entry["best_threshold"]),
+              "threshold_embedding": embedding_lib.FLIP_SUM,
+              "threshold_target": target, "verification": results}
+  bin_path = results[target].get("bin") if isinstance(results[target], dict) else None
+  if bin_path:
+    metadata["threshold_bin"] = bin_path
+  return metadata
 
 
 def _is_saved_model(path):
@@ -148,8 +194,11 @@ def read_export_metadata(export_path):
   path = os.path.join(export_path, "assets", METADATA_FILE)
   if not os.path.exists(path):
     return {}
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: not readable JSON ({e})") from e
 
 
 def _load_saved_model(path):
@@ -178,7 +227,7 @@ def _load_saved_model(path):
 
 
 def load_embedding_model(path):
-  """Loads a SavedModel export, a training workdir or a `.keras` file.
+  """Loads a SavedModel export, a TF Serving model base, a training workdir or a `.keras` file.
 
   Args:
     path: see the module docstring for the accepted forms.
