@@ -19,7 +19,7 @@ the issue is >= 10M pairs/s on the 2-core CI machine.
 With `--embed_model=MODEL --embed_ijb_dir=DIR`, a second line compares the
 embedding of `--embed_images` loose crops by `faces.embed_images` (decode,
 align, embed with flip) with `tools/verify.py`'s embedding of the same
-faces already aligned in memory (`verification.flip_embeddings`), same
+faces already aligned in memory (`inference.embedding.raw_and_flipped`), same
 model and batch size: the goal is equal throughput.
 """
 import dataclasses
@@ -67,8 +67,8 @@ def _peak_bytes(fn):
 def _embedding_line(model_path, ijb_dir, num_images, batch_size):
   """IJB's embedding (decode + align + embed, flip) vs verify's on aligned faces."""
   from tfface.data.insightface import ijb_meta  # pylint: disable=g-import-not-at-top
-  from tfface.evaluation import verification  # pylint: disable=g-import-not-at-top
   from tfface.evaluation.ijb import faces  # pylint: disable=g-import-not-at-top
+  from tfface.inference import embedding  # pylint: disable=g-import-not-at-top
   meta = ijb_meta.read_ijb_meta(ijb_dir, "IJBC")
   n = min(num_images, meta.num_images)
   meta = dataclasses.replace(meta, image_names=meta.image_names[:n], lines=meta.lines[:n],
@@ -76,13 +76,12 @@ def _embedding_line(model_path, ijb_dir, num_images, batch_size):
                              landmarks=meta.landmarks[:n],
                              detector_scores=meta.detector_scores[:n])
   model = faces.load_model(model_path)
-  fn = verification.as_embed_fn(model)
   aligned = np.stack([faces.aligned_face(meta, i) for i in range(n)])
-  verification.flip_embeddings(fn, aligned[:batch_size], batch_size)  # trace once
+  embedding.raw_and_flipped(model, aligned[:batch_size], batch_size, verbose=False)
   verify_times, ijb_times = [], []
   for _ in range(2):  # alternate, best of two each: the machine is shared
     start = time.perf_counter()
-    verification.flip_embeddings(fn, aligned, batch_size)
+    embedding.raw_and_flipped(model, aligned, batch_size, verbose=False)
     verify_times.append(time.perf_counter() - start)
     start = time.perf_counter()
     faces.embed_images(model, meta, batch_size, flip=True, verbose=False)

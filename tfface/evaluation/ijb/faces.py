@@ -3,9 +3,9 @@
 IJB-C has 469,375 loose crops; aligned, they would take 17.6 GB, so they
 are decoded and aligned a chunk at a time by a thread pool (OpenCV releases
 the GIL) while the model embeds the previous chunk. Each chunk is embedded
-exactly as `tools/verify.py` embeds a `.bin`: `verification.flip_embeddings`
-(or `embed_batches` without flip) in fixed batches of `batch_size`, the
-mirror images in a second pass, so the throughput is verify's.
+exactly as `tools/verify.py` embeds a `.bin`: `tfface.inference.embedding`'s
+`embed_batches` in fixed batches of `batch_size`, the mirror images in a
+second pass, so the throughput is verify's.
 """
 import concurrent.futures
 import os
@@ -15,8 +15,9 @@ import numpy as np
 
 from tfface import progress as progress_lib
 from tfface.align import transform
-from tfface.evaluation import verification
 from tfface.inference import decode
+from tfface.inference import embedding as embedding_lib
+from tfface.inference import loading
 
 CHUNK_IMAGES = 2048
 
@@ -28,9 +29,6 @@ def load_model(path):
     An embedding callable: uint8 RGB [b, H, W, 3] -> raw float32 [b, D],
     with `.image_size`.
   """
-  # TODO(lead): tfface.inference's loader once it lands (evaluation must not
-  # import export); this function is the only place to change.
-  from tfface.export import loading  # pylint: disable=g-import-not-at-top
   return loading.load_embedding_model(path)
 
 
@@ -101,10 +99,11 @@ def embed_images(embed_fn, meta, batch_size=64, flip=True, num_threads=None,
   Raises:
     ValueError, OSError: an image that cannot be read, decoded or aligned.
   """
-  height, width = verification.model_image_size(embed_fn)
+  model = loading.as_embedding_model(embed_fn)
+  height, width = model.image_size
   if height != width:
     raise ValueError(f"IJB aligns square faces; the model expects {height}x{width}")
-  fn = verification.as_embed_fn(embed_fn)
+  fn = model
   num_threads = num_threads or min(8, os.cpu_count() or 1)
   chunk = batch_size * max(1, round(chunk_images / batch_size))
   n = meta.num_images
@@ -120,10 +119,9 @@ def embed_images(embed_fn, meta, batch_size=64, flip=True, num_threads=None,
       images = np.stack([f.result() for f in pending])
       if k + 1 < len(plan):  # align the next chunk while this one is embedded
         pending = load(plan[k + 1][0], plan[k + 1][2])
-      if flip:
-        embeddings = verification.flip_embeddings(fn, images, batch_size)
-      else:
-        embeddings = (verification.embed_batches(fn, images, batch_size),)
+      original, flipped = embedding_lib.raw_and_flipped(fn, images, batch_size, flip,
+                                                        verbose=False)
+      embeddings = (original, flipped) if flip else (original,)
       if outputs is None:
         outputs = [np.empty((n, e.shape[1]), np.float32) for e in embeddings]
       for out, e in zip(outputs, embeddings):
