@@ -227,10 +227,13 @@ def test_corrupt_shard_is_one_line_naming_the_shard_and_offset(synth, tmp_path):
                   f"--val_bins={rec}/synth_val.bin", f"--workdir={workdir}",
                   "--total_steps=40", *SMALL, check=False)
   assert proc.returncode == 1, proc.stdout
+  # One error line, the last (progress lines of the verification at start
+  # come before it), and no traceback.
   lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith(f"error: {shard}: corrupt record at "
-                                                 "byte offset "), proc.stderr
-  offset = int(re.search(r"byte offset (\d+)", lines[0]).group(1))
+  errors = [l for l in lines if l.startswith("error:")]
+  assert errors == lines[-1:] and "Traceback" not in proc.stderr, proc.stderr
+  assert errors[0].startswith(f"error: {shard}: corrupt record at byte offset "), errors
+  offset = int(re.search(r"byte offset (\d+)", errors[0]).group(1))
   assert offset <= middle < offset + 16 + 40_000  # the record the bytes landed in
   # The untrained model measured at start is not left behind as the best one.
   assert not (workdir / "best_backbone.keras").exists()
