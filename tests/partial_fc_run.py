@@ -5,7 +5,8 @@ tests/test_partial_fc_distributed.py runs this script in fresh processes:
 
   --mode=compare: 3 steps of the replicated MarginHead + Keras SGD and of
       PartialFC at sample_rate 1.0 on the same data, seed and initial
-      weights (a Dense "backbone" on small vectors); then 2 steps of
+      weights (a Dense "backbone" on small vectors; the first step without
+      the margin, as the margin warm-up trains); then 2 steps of
       PartialFC at sample_rate 0.5 with everything a numpy reference needs
       to recompute step 2, and a checkpoint of step 2 in CKPT_DIR.
   --mode=restore: restores CKPT_DIR (written by another replica count)
@@ -99,10 +100,10 @@ def _replicated(strategy, x, y, steps):
     optimizer.build(variables)
   decayed = losses.weight_decay_variables(backbone, head)
 
-  def replica_step(xb, yb):
+  def replica_step(xb, yb, use_margin):
     with tf.GradientTape() as tape:
       embeddings = backbone(xb, training=True)
-      logits = head(embeddings, yb)
+      logits = head(embeddings, yb if use_margin else None)
       loss = tf.reduce_sum(losses.softmax_cross_entropy(yb, logits)) / global_batch
       total = loss + losses.l2_weight_decay(decayed, WD) / replicas
     grads = tape.gradient(total, variables)
@@ -111,9 +112,11 @@ def _replicated(strategy, x, y, steps):
     optimizer.apply(grads, variables)
     return loss, accuracy
 
-  step = tf.function(lambda a, b: [strategy.reduce("SUM", v, axis=None)
-                                   for v in strategy.run(replica_step, args=(a, b))])
-  history = [[float(v) for v in step(_per_replica(strategy, x[i]), _per_replica(strategy, y[i]))]
+  step = tf.function(lambda a, b, use_margin: [
+      strategy.reduce("SUM", v, axis=None)
+      for v in strategy.run(replica_step, args=(a, b, use_margin))])
+  history = [[float(v) for v in step(_per_replica(strategy, x[i]), _per_replica(strategy, y[i]),
+                                     i > 0)]
              for i in range(steps)]
   return history, [w.numpy() for w in backbone.weights], head.kernel.numpy()
 
@@ -132,11 +135,11 @@ def _partial_fc(strategy, x, y, steps, num_classes, sample_rate, dump_step=None,
                   momentum=MOMENTUM, weight_decay=weight_decay, seed=SEED)
   decayed = losses.weight_decay_variables(backbone)
 
-  def replica_step(xb, yb):
+  def replica_step(xb, yb, use_margin):
     learning_rate = optimizer.learning_rate  # before `apply` advances the step
     with tf.GradientTape() as tape:
       embeddings = backbone(xb, training=True)
-      loss, accuracy = pfc.replica_loss(embeddings, yb, optimizer.iterations)
+      loss, accuracy = pfc.replica_loss(embeddings, yb, optimizer.iterations, use_margin)
       total = loss + losses.l2_weight_decay(decayed, WD) / replicas
     grads = tape.gradient(total, variables + [pfc.shard_variable()])
     optimizer.apply(grads[:-1], variables)
@@ -144,8 +147,8 @@ def _partial_fc(strategy, x, y, steps, num_classes, sample_rate, dump_step=None,
     return loss, accuracy, tf.convert_to_tensor(grads[-1])
 
   @tf.function
-  def step(a, b):
-    loss, accuracy, grad = strategy.run(replica_step, args=(a, b))
+  def step(a, b, use_margin):
+    loss, accuracy, grad = strategy.run(replica_step, args=(a, b, use_margin))
     return (strategy.reduce("SUM", loss, axis=None),
             strategy.reduce("SUM", accuracy, axis=None), grad)
 
@@ -154,7 +157,8 @@ def _partial_fc(strategy, x, y, steps, num_classes, sample_rate, dump_step=None,
     if i + 1 == dump_step:
       dump.update(step=int(optimizer.iterations.numpy()), kernel=pfc.assemble_kernel(),
                   fc=[w.numpy() for w in backbone.weights])
-    loss, accuracy, grad = step(_per_replica(strategy, x[i]), _per_replica(strategy, y[i]))
+    loss, accuracy, grad = step(_per_replica(strategy, x[i]), _per_replica(strategy, y[i]),
+                                i > 0)
     history.append([float(loss), float(accuracy)])
     if i + 1 == dump_step:
       dump["grads"] = _local(strategy, grad)

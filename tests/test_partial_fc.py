@@ -119,6 +119,40 @@ def test_row_block_normal_serializes_and_initializes_margin_head(tmp_path):
   assert loaded.layers[-1].kernel_initializer.get_config() == init.get_config()
 
 
+def test_update_is_keras_momentum_sgd_with_coupled_decay_on_every_row():
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  pfc = partial_fc.PartialFC(strategy, 6, 3, sample_rate=0.5, momentum=0.9,
+                             weight_decay=0.1, initializer=RowBlockNormal(0.5, seed=1))
+  rng = np.random.default_rng(0)
+  w0 = pfc.assemble_kernel()
+  m0 = rng.normal(size=(6, 3)).astype("float32")
+  pfc.shards[0].momentum.assign(m0)
+  values = rng.normal(size=(3, 3)).astype("float32")
+  indices = np.array([4, 1, 4])  # a repeated row adds up, as IndexedSlices do
+
+  @tf.function
+  def update(learning_rate, apply_if, dense):
+    def replica_fn():
+      grad = tf.IndexedSlices(tf.constant(values), tf.constant(indices), (6, 3))
+      pfc.apply_gradients(tf.convert_to_tensor(grad) if dense else grad, learning_rate,
+                          apply_if)
+    strategy.run(replica_fn)
+
+  update(0.3, tf.constant(False), False)  # a skipped step changes nothing
+  assert np.array_equal(pfc.assemble_kernel(), w0)
+  assert np.array_equal(pfc.shards[0].momentum.numpy(), m0)
+
+  grad = np.zeros((6, 3))
+  np.add.at(grad, indices, values)
+  w, m = w0.astype(np.float64), m0.astype(np.float64)
+  for learning_rate, dense in ((0.3, False), (0.05, True)):
+    update(learning_rate, tf.constant(True), dense)
+    m = 0.9 * m - learning_rate * (grad + 0.1 * w)  # rows 0, 2, 3, 5: decay only
+    w = w + m
+    np.testing.assert_allclose(pfc.shards[0].momentum.numpy(), m, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pfc.assemble_kernel(), w, rtol=1e-5, atol=1e-6)
+
+
 def _one_device_pfc(num_classes=9, dim=4):
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
   return partial_fc.PartialFC(strategy, num_classes, dim, sample_rate=0.5,

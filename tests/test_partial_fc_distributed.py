@@ -48,7 +48,8 @@ def _assemble(shards):
 def _check_matches_replicated(result):
   """PartialFC at 1.0 vs MarginHead + Keras SGD: the same losses and weights."""
   replicated, pfc = np.array(result["replicated_history"]), np.array(result["pfc_history"])
-  assert replicated[-1, 0] < replicated[0, 0] * 0.9  # it trained
+  # Step 1 trains without the margin (the warm-up), 2 and 3 with it.
+  assert replicated[2, 0] < replicated[1, 0] * 0.95  # it trained
   np.testing.assert_allclose(pfc[:, 0], replicated[:, 0], rtol=1e-5)
   np.testing.assert_allclose(pfc[:, 1], replicated[:, 1], atol=1e-6)  # accuracy
   for a, b in zip(result["pfc_backbone"], result["replicated_backbone"]):
