@@ -47,6 +47,8 @@ from tfface.training.partial_fc import sharding
 # Logit of the sample slots a step leaves unused: exp() of it is 0 and it
 # never wins an argmax, yet it stays finite (no inf - inf, no 0 * inf).
 _MASKED_LOGIT = -1e30
+# Rows of centres drawn and assigned at a time when a shard is initialized.
+_INIT_ROWS = 65536
 
 
 @dataclasses.dataclass
@@ -143,12 +145,15 @@ class PartialFC:
     devices = strategy.extended.worker_devices
     for replica, device in zip(_local_replica_ids(strategy), devices):
       start, stop = self.ranges[replica]
-      kernel = _device_variable(
-          strategy, device, lambda a=start, b=stop: initializer.rows(a, b, self.embedding_size),
-          f"partial_fc/kernel_{replica}", trainable=True)
-      moment = _device_variable(
-          strategy, device, lambda n=stop - start: tf.zeros([n, self.embedding_size]),
-          f"partial_fc/momentum_{replica}", trainable=False)
+      shape = [stop - start, self.embedding_size]
+      kernel = _device_variable(strategy, device, lambda s=shape: tf.zeros(s),
+                                f"partial_fc/kernel_{replica}", trainable=True)
+      # Drawn a slice at a time: the host never holds a second copy of a shard.
+      for a in range(start, stop, _INIT_ROWS):
+        b = min(stop, a + _INIT_ROWS)
+        kernel[a - start:b - start].assign(initializer.rows(a, b, self.embedding_size))
+      moment = _device_variable(strategy, device, lambda s=shape: tf.zeros(s),
+                                f"partial_fc/momentum_{replica}", trainable=False)
       self.shards[replica] = Shard(replica, start, stop, device,
                                    sharding.num_sampled(self.sample_rate, stop - start),
                                    kernel, moment)
