@@ -1,4 +1,4 @@
-"""Partial FC on 2 logical CPUs and on two workers: the replicated head, numpy and resume as oracles.
+"""Partial FC on 2 logical CPUs and on two workers, against the replicated head, numpy, resume.
 
 Logical devices must be set before TensorFlow initializes, so each run is a
 fresh tests/partial_fc_run.py process that dumps what it saw; the oracles
