@@ -165,6 +165,7 @@ def test_checkpoint_files_completeness_prune_and_mismatch(tmp_path):
   shard = pfc.shards[0]
   assert not isinstance(shard.kernel, tf.distribute.DistributedValues)
   assert pfc.head_memory_bytes() == 2 * 9 * 4 * 4
+  assert [id(v) for v in pfc.variables] == [id(shard.kernel), id(shard.momentum)]
   kernel = pfc.assemble_kernel()
   assert np.array_equal(kernel, RowBlockNormal(0.1, seed=2, block_rows=4)((9, 4)))
   shard.momentum.assign(np.full((9, 4), 0.25, "float32"))

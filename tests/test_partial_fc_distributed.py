@@ -188,4 +188,5 @@ def test_two_workers_equal_the_replicated_head(tmp_path):
              for i in range(2)]
   for index, result in enumerate(results):
     assert list(result["pfc_shards"]) == [index]  # each worker holds its own shard only
+    assert "read the full kernel from a checkpoint" in result["assemble_error"]
     _check_matches_replicated(result)

@@ -44,8 +44,9 @@ from tfface.training.partial_fc import checkpoint
 from tfface.training.partial_fc import sampling
 from tfface.training.partial_fc import sharding
 
-# Logit of the sample slots a step leaves unused: exp() of it is 0 and it
-# never wins an argmax, yet it stays finite (no inf - inf, no 0 * inf).
+# Added to the logits of the sample slots a step leaves unused: exp() of the
+# sum is 0 and it never wins an argmax, yet it stays finite (no inf - inf,
+# no 0 * inf in the gradient).
 _MASKED_LOGIT = -1e30
 # Rows of centres drawn and assigned at a time when a shard is initialized.
 _INIT_ROWS = 65536
@@ -177,6 +178,12 @@ class PartialFC:
       self.shards[replica] = Shard(replica, start, stop, device,
                                    sharding.num_sampled(self.sample_rate, stop - start),
                                    kernel, moment)
+
+  @property
+  def variables(self) -> list:
+    """This worker's centre and momentum variables (e.g. for finiteness checks)."""
+    return [v for r in sorted(self.shards)
+            for v in (self.shards[r].kernel, self.shards[r].momentum)]
 
   def head_memory_bytes(self) -> int:
     """Bytes of centres + momentum on the replica with the largest shard."""

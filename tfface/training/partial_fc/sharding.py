@@ -1,5 +1,4 @@
 """Which classes each replica owns, and how many of them a step samples."""
-import math
 
 
 def shard_ranges(num_classes: int, num_shards: int) -> list:
@@ -40,7 +39,7 @@ def shard_ranges(num_classes: int, num_shards: int) -> list:
 def check_sample_rate(sample_rate) -> float:
   """Returns `sample_rate` as a float if it lies in (0, 1], else raises ValueError."""
   rate = float(sample_rate)
-  if not 0.0 < rate <= 1.0 or math.isnan(rate):
+  if not 0.0 < rate <= 1.0:  # NaN fails this test too
     raise ValueError(f"Partial FC sample_rate must be in (0, 1] (1.0 = every class "
                      f"centre). Received: sample_rate={sample_rate}")
   return rate
