@@ -9,12 +9,14 @@ import functools
 
 from tfface.models import complexity
 from tfface.models import heads
+from tfface.models import initializers
 from tfface.models import iresnet
 from tfface.models import layers
 from tfface.models import mobilefacenet
 from tfface.models import mobilenet
 from tfface.models.heads import MarginHead
 from tfface.models.heads import SoftmaxHead
+from tfface.models.initializers import RowBlockNormal
 from tfface.models.layers import GroupedConv2D
 from tfface.models.layers import InputNormalization
 
@@ -115,5 +117,6 @@ def build_head(loss, num_classes, embedding_size=None, **kwargs):
 
 
 __all__ = ["build_backbone", "build_head", "BACKBONES", "HEADS", "MarginHead",
-           "SoftmaxHead", "InputNormalization", "GroupedConv2D", "complexity",
-           "heads", "iresnet", "layers", "mobilefacenet", "mobilenet"]
+           "SoftmaxHead", "RowBlockNormal", "InputNormalization", "GroupedConv2D",
+           "complexity", "heads", "initializers", "iresnet", "layers", "mobilefacenet",
+           "mobilenet"]
