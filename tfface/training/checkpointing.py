@@ -9,7 +9,10 @@ Workdir layout (other tools rely on it):
   last, so a run killed mid-save restarts from the previous checkpoint.
 * `ckpt/worker-W/`: each worker's own state for each kept checkpoint: the
   position of its input pipeline (so a resumed run continues the data
-  stream exactly), Partial FC class-centre shards.
+  stream exactly).
+* `ckpt/partial_fc-N/`: with `head.partial_fc`, the class-centre shards and
+  their momentum of checkpoint N, one file pair per replica, each written by
+  the worker that holds it (tfface.training.partial_fc.checkpoint).
 * `backbone.keras`: the backbone alone (raw RGB pixels in, un-normalized
   embedding out), rewritten atomically at every checkpoint;
   `best_backbone.keras` likewise for the best verification result.
@@ -75,10 +78,12 @@ class Checkpointer:
     worker_index: this worker's index (its state directory).
     barrier: callable run between the workers' state and the commit (a
       collective under MultiWorkerMirroredStrategy); None for one worker.
+    partial_fc: the run's `PartialFC`, whose shards every worker saves
+      into `ckpt/partial_fc-N/` (re-shardable onto another replica count).
   """
 
   def __init__(self, workdir, backbone, head, optimizer, is_chief=True, max_to_keep=3,
-               worker_index=0, barrier=None):
+               worker_index=0, barrier=None, partial_fc=None):
     self.workdir = workdir
     self.backbone = backbone
     self.is_chief = is_chief
@@ -89,6 +94,7 @@ class Checkpointer:
     self.directory = os.path.join(workdir, CKPT_DIR)
     self.worker_directory = os.path.join(self.directory, f"worker-{int(worker_index)}")
     self._barrier = barrier
+    self._partial_fc = partial_fc
     self._keep = int(max_to_keep)
     self._worker = None
     self._scratch = None
@@ -114,7 +120,11 @@ class Checkpointer:
     return tf.train.latest_checkpoint(self.directory)
 
   def restore_latest(self):
-    """Restores the newest checkpoint of the workdir; returns its path or None."""
+    """Restores the newest checkpoint of the workdir; returns its path or None.
+
+    Partial FC's centres are restored with it, re-sharded if the checkpoint
+    was written with another number of replicas.
+    """
     path = self.latest
     if path:
       try:
@@ -126,6 +136,9 @@ class Checkpointer:
             f"--network, --loss or number of identities?); resume with the original "
             f"settings, or start a new --workdir (with --pretrained={self.workdir} "
             f"to reuse the backbone). Details: {str(e).splitlines()[0]}") from None
+      if self._partial_fc is not None:
+        step = int(path.rsplit("-", 1)[-1])
+        self.partial_fc_note = self._partial_fc.restore(self.directory, step)
     return path
 
   def _worker_prefix(self, step):
@@ -150,7 +163,9 @@ class Checkpointer:
     except (OSError, ValueError):
       saved = None
     if saved != signature:
-      return f"{prefix}: saved for {saved}, this run is {signature}"
+      changed = sorted(k for k in set(signature) | set(saved or {})
+                       if (saved or {}).get(k) != signature.get(k))
+      return f"saved for another {', '.join(changed)}"
     checkpoint.read(prefix).assert_consumed()
     return ""
 
@@ -162,9 +177,14 @@ class Checkpointer:
       os.makedirs(self.worker_directory, exist_ok=True)
       write_json_atomically(prefix + ".json", signature)
       checkpoint.write(prefix)
+    if self._partial_fc is not None:
+      self._partial_fc.save(self.directory, step)
     if self._barrier is not None:
       self._barrier()
     path = self.manager.save(checkpoint_number=step)
+    if self._partial_fc is not None and self.is_chief:
+      self._partial_fc.prune(self.directory, [int(p.rsplit("-", 1)[-1])
+                                              for p in self.manager.checkpoints])
     if self.is_chief:
       save_keras_atomically(self.backbone, os.path.join(self.workdir, BACKBONE))
     else:

@@ -15,7 +15,9 @@ between backward and update, and collectives inside an XLA cluster are not
 reliable on every platform (on CPUs MirroredStrategy's fail to compile and
 MultiWorkerMirroredStrategy's crashed the process), so XLA compiles the
 forward and backward pass (`FaceTask.compute_gradients`, no collectives)
-and the all-reduce and the optimizer update run outside it. Where XLA still
+and the all-reduce and the optimizer update run outside it. Partial FC on
+several replicas all-gathers inside the forward pass itself: its steps run
+without XLA around the step (its own whole-shard update is compiled). Where XLA still
 cannot compile (an op without an XLA kernel), the first call fails before
 any update; the loop then warns once, rewinds the input iterator to where
 it was, and runs the same steps without XLA.
@@ -71,7 +73,7 @@ class TrainLoop:
                              use_margin=use_margin)
     if jit and strategy.num_replicas_in_sync == 1:
       step = tf.function(step, jit_compile=True)
-    elif jit:
+    elif jit and not task.has_collectives:
       compute = tf.function(functools.partial(
           task.compute_gradients, train_backbone=train_backbone, use_margin=use_margin),
                             jit_compile=True)

@@ -12,6 +12,13 @@ margin changes only the label's column), so no second classifier matmul
 runs. Everything in it is a tensor op on the replica's device: no host round
 trip, so `TrainLoop` can compile it with XLA and run many steps per call.
 
+With `head.partial_fc` the class centres are a `PartialFC` instead of a
+mirrored head: sharded over the replicas with their own whole-shard SGD
+(arcface_torch's PartialFC V2); the step all-gathers the batch's embeddings
+and computes the softmax exactly across the shards (docs/distributed.md).
+Its loss share is the global mean loss / R; the backbone's gradients still
+sum over replicas as for the replicated head.
+
 Under mixed float16 the backbone computes in float16 and the optimizer is a
 `keras.optimizers.LossScaleOptimizer`; under mixed bfloat16 (no loss scaling
 needed: bfloat16 has float32's range) only the policy changes. Embeddings,
@@ -22,6 +29,8 @@ import tensorflow as tf
 
 from tfface import losses
 from tfface import models
+from tfface.models.initializers import RowBlockNormal
+from tfface.training import partial_fc as partial_fc_lib
 from tfface.training import schedules
 
 # Metric names a step reports, per loss family.
@@ -33,9 +42,10 @@ def head_options(config) -> dict:
   """Keyword arguments for `build_head`: the scale plus any margin the config sets."""
   if config.loss == "softmax":
     return {}  # a plain FC with bias: no scale, no margin
+  # Drawn by row blocks: Partial FC's shards start as rows of this same matrix.
   options = {"s": float(config.head.s),
-             "kernel_initializer": keras.initializers.RandomNormal(
-                 stddev=float(config.head.kernel_init_std), seed=int(config.seed))}
+             "kernel_initializer": RowBlockNormal(stddev=float(config.head.kernel_init_std),
+                                                  seed=int(config.seed))}
   for name in ("m1", "m2", "m3"):
     if config.head[name] is not None:
       options[name] = float(config.head[name])
@@ -65,17 +75,27 @@ class FaceTask:
     global_batch: images per step over all replicas.
     num_replicas: replicas in sync.
     schedule: the learning-rate schedule (a function of the step).
+    strategy: the run's strategy (needed for `head.partial_fc`).
   """
 
   def __init__(self, config, num_classes, image_size, global_batch, num_replicas,
-               schedule):
+               schedule, strategy=None):
     self.config = config
     self.triplet = config.loss == "triplet"
     self.global_batch = int(global_batch)
     self.num_replicas = int(num_replicas)
     self.backbone = build_backbone(config, image_size)
-    self.head = None
-    if not self.triplet:
+    self.head = self.partial_fc = None
+    if config.head.partial_fc:
+      options = head_options(config)
+      initializer = options.pop("kernel_initializer")
+      self.partial_fc = partial_fc_lib.PartialFC(
+          strategy or tf.distribute.get_strategy(), num_classes,
+          config.backbone.embedding_size, sample_rate=config.head.sample_rate,
+          initializer=initializer, momentum=config.momentum,
+          weight_decay=config.weight_decay, seed=config.seed,
+          **dict(models.HEAD_MARGINS[config.loss], **options))
+    elif not self.triplet:
       self.head = models.build_head(config.loss, num_classes,
                                     embedding_size=config.backbone.embedding_size,
                                     **head_options(config))
@@ -98,9 +118,17 @@ class FaceTask:
   def modules(self):
     return [m for m in (self.backbone, self.head) if m is not None]
 
+  @property
+  def has_collectives(self) -> bool:
+    """Whether the forward pass itself talks to other replicas (Partial FC)."""
+    return self.partial_fc is not None and self.num_replicas > 1
+
   def variables(self, train_backbone=True):
-    """Trainable variables of a step: all of them, or the head's only (frozen backbone)."""
-    modules = self.modules if train_backbone else [self.head]
+    """Trainable variables the optimizer updates: all, or the head's only (frozen backbone).
+
+    Partial FC's centres are not among them: they have their own update.
+    """
+    modules = self.modules if train_backbone else [m for m in (self.head,) if m]
     return [v for m in modules for v in m.trainable_variables]
 
   @property
@@ -122,6 +150,9 @@ class FaceTask:
       # `active` is this replica's fraction; the mean over replicas is what
       # the summed metrics then report.
       return loss / self.num_replicas, active / self.num_replicas
+    if self.partial_fc is not None:
+      return self.partial_fc.replica_loss(embeddings, labels, self.step,
+                                          use_margin=use_margin)
     embeddings = tf.cast(embeddings, tf.float32)
     if isinstance(self.head, models.MarginHead):
       cosine = self.head.cosine(embeddings)
@@ -141,25 +172,54 @@ class FaceTask:
   def compute_gradients(self, images, labels, train_backbone=True, use_margin=True):
     """Forward and backward on this replica's batch; `(metrics, gradients)`.
 
-    Pure computation on the replica's device (no collectives): the part that
-    XLA compiles under every strategy. See `replica_step` for the arguments.
+    The gradients are those of `variables(train_backbone)`, then (Partial
+    FC) of this replica's shard of centres. Without Partial FC this is pure
+    computation on the replica's device, the part XLA compiles under every
+    strategy. See `replica_step` for the arguments.
     """
     labels = tf.cast(labels, tf.int32)
     variables = self.variables(train_backbone)
+    sources = list(variables)
+    if self.partial_fc is not None:
+      sources.append(self.partial_fc.shard_variable())
     decayed = [v for v in variables if id(v) in self._decayed]
     with tf.GradientTape() as tape:
       data_loss, second = self._forward(images, labels, use_margin)
       decay = losses.l2_weight_decay(decayed, self.config.weight_decay)
       total = data_loss + decay / self.num_replicas
       scaled = self.optimizer.scale_loss(total) if self.loss_scaled else total
-    grads = tape.gradient(scaled, variables)
+    grads = tape.gradient(scaled, sources)
     names = self.metric_names
     return {names[0]: data_loss, names[1]: second,
             names[2]: decay / self.num_replicas}, grads
 
   def apply_gradients(self, grads, train_backbone=True):
-    """Sums the replicas' gradients (inside Keras' `apply`) and updates the weights."""
-    self.optimizer.apply(self._prepare_gradients(grads), self.variables(train_backbone))
+    """Sums the replicas' gradients (inside Keras' `apply`) and updates the weights.
+
+    Partial FC's shard gradient (the last one) is already the full batch's:
+    it is unscaled and applied to this replica's shard alone, with the
+    learning rate of this step (read before `apply` advances the counter),
+    and skipped when a loss-scale optimizer skips the step.
+    """
+    head_grad = None
+    if self.partial_fc is not None:
+      *grads, head_grad = grads
+      learning_rate = self.schedule(self.step)
+      apply_if = True
+      if self.loss_scaled:
+        if isinstance(head_grad, tf.IndexedSlices):
+          head_grad = tf.IndexedSlices(head_grad.values / self.optimizer.dynamic_scale,
+                                       head_grad.indices, head_grad.dense_shape)
+        else:
+          head_grad = head_grad / self.optimizer.dynamic_scale
+        values = head_grad.values if isinstance(head_grad, tf.IndexedSlices) else head_grad
+        apply_if = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                                  for g in [values, *grads] if g is not None])
+    variables = self.variables(train_backbone)
+    if variables:
+      self.optimizer.apply(self._prepare_gradients(grads), variables)
+    if head_grad is not None:
+      self.partial_fc.apply_gradients(head_grad, learning_rate, apply_if=apply_if)
 
   def replica_step(self, images, labels, train_backbone=True, use_margin=True):
     """One optimizer update on this replica's batch; returns its share of the metrics.
@@ -181,10 +241,14 @@ class FaceTask:
 
   def weights_finite(self):
     """True when every trainable weight is finite (checked before each save)."""
-    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in self.variables()])
+    variables = self.variables() + (self.partial_fc.variables if self.partial_fc else [])
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
 
   def _prepare_gradients(self, grads):
     """Clips by the global norm of the summed gradient when asked.
+
+    With Partial FC these are the backbone's gradients only (arcface_torch
+    also clips the backbone's alone); the centres have their own update.
 
     Keras sums gradients over replicas inside `apply` and, under a loss-scale
     optimizer, checks them for Inf/NaN per replica first. Clipping needs the
@@ -206,7 +270,8 @@ class FaceTask:
 
 
 def build_task(config, num_classes, image_size, global_batch, num_replicas,
-               total_steps, peak_lr):
+               total_steps, peak_lr, strategy=None):
   """Builds the schedule and a `FaceTask` (call inside `strategy.scope()`)."""
   schedule = schedules.from_config(config.schedule, peak_lr, total_steps)
-  return FaceTask(config, num_classes, image_size, global_batch, num_replicas, schedule)
+  return FaceTask(config, num_classes, image_size, global_batch, num_replicas, schedule,
+                  strategy)

@@ -198,12 +198,13 @@ def _setup_and_run(config, workdir, strategy):
   with strategy.scope():
     task = task_lib.build_task(config, plan.num_classes, plan.image_size,
                                plan.global_batch, plan.replicas, plan.total_steps,
-                               plan.peak_lr)
+                               plan.peak_lr, strategy)
   workers = strategy_lib.num_workers(strategy)
   saver = checkpointing.Checkpointer(
       workdir, task.backbone, task.head, task.optimizer, chief, config.keep_checkpoints,
       worker_index=strategy_lib.worker_index(strategy),
-      barrier=strategy_lib.barrier(strategy) if workers > 1 else None)
+      barrier=strategy_lib.barrier(strategy) if workers > 1 else None,
+      partial_fc=task.partial_fc)
   reporter = summaries.Reporter(workdir, chief, plan.total_steps, plan.global_batch, prefix,
                                 metric_names=task.metric_names)
   try:
@@ -243,7 +244,7 @@ def _build_input(config, strategy, manifest, plan, saver, start):
   index = strategy_lib.worker_index(strategy)
   signature = {"data_dir": os.path.abspath(config.data_dir),
                "num_images": manifest.num_images, "global_batch": plan.global_batch,
-               "replicas": plan.replicas, "workers": workers, "worker_index": index,
+               "workers": workers, "worker_index": index,
                "seed": config.seed, "deterministic": bool(config.input.deterministic),
                "loss": config.loss}
   stats = pipeline.DecodeStats()
@@ -279,10 +280,17 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
       f"{plan.global_batch} = {config.batch_size} x {plan.replicas} replica(s); "
       f"peak lr {plan.peak_lr:g} ({_lr_note(config, plan)}); {plan.total_steps} steps; "
       f"workdir {workdir}")
+  if task.partial_fc is not None:
+    pfc = task.partial_fc
+    reporter.line(f"Partial FC: {plan.num_classes} class centres in {plan.replicas} "
+                  f"shard(s), sample rate {pfc.sample_rate:g}; head memory per replica "
+                  f"{pfc.head_memory_bytes() / 2**20:,.1f} MiB")
   resumed = saver.restore_latest()
   start = int(task.step.numpy())
   if resumed:
     reporter.line(f"resumed from {resumed} at step {start}")
+    if getattr(saver, "partial_fc_note", ""):
+      reporter.line(saver.partial_fc_note)
   elif config.pretrained:
     reporter.line(f"pretrained: {checkpointing.load_pretrained(config.pretrained, task.backbone)}")
 
