@@ -36,9 +36,9 @@ test: $(VENV)/.test-installed $(MXVENV)/.installed
 
 # The main job on the embedded synthetic dataset: generate, transcode, train (with
 # Accuracy-Flip before and after training), export for TF Serving, verify the export,
-# compare a same-identity pair and a different-identity pair with it.
+# compare a same-identity pair and a different-identity pair with it, then a summary.
 demo: $(VENV)/.installed
-	rm -rf $(DEMO)
+	rm -rf $(DEMO) && mkdir -p $(DEMO) && date +%s.%N > $(DEMO)/.started
 	$(PY) tools/make_synthetic.py --output_dir=$(DEMO)/rec
 	$(PY) tools/rec2tfrecord.py --rec_dir=$(DEMO)/rec --output_dir=$(DEMO)/tfrecords
 	$(PY) tools/inspect_data.py $(DEMO)/tfrecords
@@ -49,6 +49,7 @@ demo: $(VENV)/.installed
 	  --output_json=$(DEMO)/verify_export.json --roc_dir=$(DEMO)/roc
 	$(PY) tools/compare.py --model=$(DEMO)/serving/face --bin=$(DEMO)/rec/synth_val.bin --pair=0
 	$(PY) tools/compare.py --model=$(DEMO)/serving/face --bin=$(DEMO)/rec/synth_val.bin --pair=-1
+	$(PY) tools/demo_summary.py --demo_dir=$(DEMO)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/transcode.py --work_dir=bench_run/transcode

@@ -10,8 +10,9 @@ stderr. Results go to `WORKDIR/verification.json`, one entry per target stem:
                  "best_accuracy": 0.95, "best_step": 400}}
 
 `bin` lets `tools/export.py` measure the served embedding's threshold on the
-same target. As in InsightFace, the last target decides which backbone is
-the best one.
+same target; `accuracy_at_start` (with `verify_at_start`) is the untrained
+model's, the "before" of a run. As in InsightFace, the last target decides
+which backbone is the best one.
 """
 import json
 import os
@@ -90,6 +91,8 @@ class Verifier:
           "accuracy_flip_std": result.accuracy_flip_std, "xnorm": result.xnorm,
           "best_threshold": result.best_threshold,
           "bin": os.path.abspath(vbin.path)})
+      if step == 0:  # the untrained model: the "before" of a run's summary
+        record["accuracy_at_start"] = result.accuracy_flip_mean
       improved = record_best and result.accuracy_flip_mean > previous
       if improved:
         record.update({"best_accuracy": result.accuracy_flip_mean, "best_step": int(step)})
