@@ -21,7 +21,7 @@ _FORMAT = flags.DEFINE_enum("format", "saved_model",
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "SavedModel base directory (BASE/NAME); the version "
     "becomes a subdirectory.")
-_VERSION = flags.DEFINE_integer("version", 1, "SavedModel version number.")
+_VERSION = flags.DEFINE_integer("version", 1, "SavedModel version number.", lower_bound=0)
 _OUTPUT = flags.DEFINE_string("output", None, "Output file for tflite/onnx.")
 _FLIP_TTA = flags.DEFINE_boolean(
     "flip_tta", False, "Add the horizontal flip's embedding before normalizing.")
@@ -29,7 +29,7 @@ _OVERWRITE = flags.DEFINE_boolean("overwrite", False,
                                   "Replace an existing version or file.")
 _THRESHOLD = flags.DEFINE_float(
     "threshold", None, "Squared-distance threshold to store in the SavedModel "
-    "(default: the workdir's verification.json).")
+    "(default: the workdir's verification.json).", lower_bound=0.0, upper_bound=4.0)
 flags.mark_flags_as_required(["model"])
 
 

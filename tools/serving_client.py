@@ -14,7 +14,8 @@ except ImportError:
 
 _SERVER = flags.DEFINE_string("server", "localhost:8501", "TF Serving REST host:port.")
 _MODEL = flags.DEFINE_string("model", None, "Model name in TF Serving's config.")
-_VERSION = flags.DEFINE_integer("version", None, "Model version (default: newest).")
+_VERSION = flags.DEFINE_integer("version", None, "Model version (default: newest).",
+                               lower_bound=0)
 flags.mark_flags_as_required(["model"])
 
 
