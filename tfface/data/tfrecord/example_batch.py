@@ -135,8 +135,7 @@ def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Lay
   example = 1 + w_features + features
   tag = _constant(b"\x0a", count)
   length = example.astype("<u8").view(np.uint8).reshape(count, 8)
-  length_crc = framing.mask(_crc32c_each(length[i] for i in range(count))).astype(
-      "<u4").view(np.uint8)
+  length_crc = framing.mask(_crc32c_each(length)).astype("<u4").view(np.uint8)
   head, head_size = _concatenate([
       (length, np.full(count, 8)), (length_crc.reshape(count, 4), np.full(count, 4)),
       tag, (v_features, w_features), label_heads, (v_label, w_label), tag,

@@ -253,7 +253,7 @@ def write_verified(path: str, data, algorithm: str) -> str:
   return hasher.hexdigest()
 
 
-def _check_read_back(path: str, expected: memoryview, block_size: int = 8 << 20):
+def _check_read_back(path: str, expected: memoryview, block_size: int = 1 << 20):
   """Raises OSError unless the file at `path` holds exactly `expected`."""
   block = bytearray(block_size)
   with open(path, "rb", buffering=0) as f:
