@@ -120,20 +120,17 @@ def _cpu_seconds() -> float:
   return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _best(fn, repeats, clean=None):
-  """Best (wall seconds, CPU seconds) of `repeats` runs; `clean()` runs untimed before each."""
-  best = (float("inf"), float("inf"))
-  for _ in range(repeats):
-    if clean:
-      clean()  # every contender writes into a fresh place: deleting is not timed
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    fn()
-    best = min(best, (time.perf_counter() - start, _cpu_seconds() - cpu))
-  return best
+def _timed(fn, clean=None):
+  """(wall seconds, CPU seconds) of one run of `fn`; `clean()` runs untimed before it."""
+  if clean:
+    clean()  # every contender writes into a fresh place: deleting is not timed
+  start, cpu = time.perf_counter(), _cpu_seconds()
+  fn()
+  return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
 def _naive_rate(rec_dir, count):
-  """(images/s, CPU s/image) of read + cv2 decode + re-encode, one record at a time."""
+  """(seconds, CPU seconds) per image of read + cv2 decode + re-encode, one at a time."""
   import cv2
   from tfface.data.insightface import rec as insightface_rec
   with insightface_rec.InsightFaceRec(rec_dir) as rec:
@@ -143,7 +140,7 @@ def _naive_rate(rec_dir, count):
       _, data = rec.read(key)
       image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
       cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    return len(keys) / (time.perf_counter() - start), (_cpu_seconds() - cpu) / len(keys)
+    return (time.perf_counter() - start) / len(keys), (_cpu_seconds() - cpu) / len(keys)
 
 
 def _peak_rss(rec_dir, out_dir):
@@ -212,10 +209,10 @@ def _serial_write(path, data, algorithm):
   return hasher.hexdigest()
 
 
-def _all_suspect(path, offsets, ends):
+def _all_suspect(path, offsets, ends, scratch=None):
   """`rec_batch.read_images` vouching for no record: all go through RecordIOReader."""
   from tfface.data.transcode import rec_batch
-  images = _real_read_images(path, offsets[:0], ends[:0])
+  images = _real_read_images(path, offsets[:0], ends[:0], scratch)
   n = len(offsets)
   return rec_batch.Images(np.zeros(n, bool), np.zeros(n, np.float32),
                           np.zeros((n, 8), np.uint8), images.staging, np.zeros(n, np.int64),
@@ -264,21 +261,34 @@ def _contenders():
   return {name: everything[name] for name in _CONTENDERS.value}
 
 
-def _measure(rec_dir, work, contenders):
-  """Times every contender and `cp` on one dataset; returns `{name: (wall, cpu)}`."""
-  rec_path = os.path.join(rec_dir, "train.rec")
-  _warm(rec_path)
-  times = {}
-  for name, fn in contenders.items():
-    out = os.path.join(work, f"out_{name}")
-    times[name] = _best(lambda: fn(rec_dir, out), _REPEATS.value,  # pylint: disable=cell-var-from-loop
-                        lambda: shutil.rmtree(out, ignore_errors=True))  # pylint: disable=cell-var-from-loop
-    shutil.rmtree(out, ignore_errors=True)
+def _measure(datasets, work, contenders):
+  """Best (wall, CPU) seconds of `cp`, every contender and the per-record loop.
+
+  Every round times each of them once at every size, so that the load of
+  other processes, which comes and goes, hits all of them alike; the best of
+  the rounds is kept. Returns `{(size or None, name): (wall, cpu)}`, the
+  per-record loop per image under `(None, "per_record_loop")`.
+  """
+  best = {}
+
+  def keep(key, timing):
+    best[key] = min(best.get(key, (float("inf"),) * 2), timing)
+
   copy = os.path.join(work, "copy.rec")
-  times["cp"] = _best(lambda: subprocess.run(["cp", rec_path, copy], check=True),
-                      _REPEATS.value, lambda: os.path.exists(copy) and os.remove(copy))
+  for _ in range(_REPEATS.value):
+    for n, rec_dir in datasets.items():
+      rec_path = os.path.join(rec_dir, "train.rec")
+      _warm(rec_path)  # every contender starts from a warm page cache
+      keep((n, "cp"), _timed(lambda: subprocess.run(["cp", rec_path, copy], check=True),  # pylint: disable=cell-var-from-loop
+                             lambda: os.path.exists(copy) and os.remove(copy)))
+      for name, fn in contenders.items():
+        out = os.path.join(work, f"out_{name}")
+        keep((n, name), _timed(lambda: fn(rec_dir, out),  # pylint: disable=cell-var-from-loop
+                               lambda: shutil.rmtree(out, ignore_errors=True)))  # pylint: disable=cell-var-from-loop
+        shutil.rmtree(out, ignore_errors=True)
+    keep((None, "per_record_loop"), _naive_rate(datasets[max(datasets)], _NAIVE_IMAGES.value))
   os.remove(copy)
-  return times
+  return best
 
 
 def _profile_worker(rec_dir, work):
@@ -295,6 +305,7 @@ def _profile_worker(rec_dir, work):
   finally:
     shard_writer.write_shards = real
   group = captured[0]
+  real(group)  # a worker's first group allocates its buffers; the others reuse them
   profiler = cProfile.Profile()
   profiler.enable()
   real(group)
@@ -302,7 +313,7 @@ def _profile_worker(rec_dir, work):
   stats = pstats.Stats(profiler)
   total = stats.total_tt
   images = sum(len(t.keys) for t in group)
-  print(f"profile of one worker's group ({len(group)} shards, {images} images, "
+  print(f"profile of one worker's group, buffers warm ({len(group)} shards, {images} images, "
         f"{total:.2f} s, {1e6 * total / images:.1f} us/image); share of time per function:")
   rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]
   for (filename, line, name), (_, _, own, _, _) in rows:
@@ -313,6 +324,7 @@ def _profile_worker(rec_dir, work):
 
 def main(argv):
   del argv  # unused
+  from tfface.data.transcode import transcode
   work = _WORK_DIR.value
   os.makedirs(work, exist_ok=True)
   sizes = sorted(int(s) for s in _SIZES.value)
@@ -321,41 +333,43 @@ def main(argv):
               _prefix(largest, os.path.join(work, f"prefix_{n}"), n) for n in sizes}
   contenders = _contenders()
   load_before = os.getloadavg()[0]
-  results = {n: _measure(datasets[n], work, contenders) for n in sizes}
-  naive, naive_cpu = _naive_rate(largest, _NAIVE_IMAGES.value)
+  results = _measure(datasets, work, contenders)
+  naive_wall, naive_cpu = results[(None, "per_record_loop")]
+  naive = 1 / naive_wall
   print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (other processes share the CPUs); best of "
-        f"{_REPEATS.value}")
+        f"{_REPEATS.value} rounds, each timing every contender once")
   print(f"seed's per-record loop (read + decode + re-encode, 1 process): {naive:,.0f} "
         f"images/s, CPU {1e6 * naive_cpu:.0f} us/image ({_NAIVE_IMAGES.value} records)")
   for n in sizes:
     mb = os.path.getsize(os.path.join(datasets[n], "train.rec")) / 1e6
-    t_cp = results[n]["cp"][0]
+    t_cp = results[(n, "cp")][0]
     print(f"{n} images ({mb:.1f} MB .rec): cp {t_cp:.3f} s ({mb / t_cp:,.0f} MB/s)")
     for name in contenders:
-      wall, cpu = results[n][name]
+      wall, cpu = results[(n, name)]
       print(f"  {name}: {wall:.3f} s, {n / wall:,.0f} images/s, CPU {1e6 * cpu / n:.1f} "
             f"us/image; {t_cp / wall:.2f}x the speed of cp, {n / wall / naive:.1f}x the "
             "per-record loop")
   if len(sizes) >= 2:
     small, large = sizes[-2], sizes[-1]
     extra = large - small
-    t_cp = results[large]["cp"][0] - results[small]["cp"][0]
+    t_cp = results[(large, "cp")][0] - results[(small, "cp")][0]
     print(f"marginal rate, {small} -> {large} images (fixed costs cancel): cp "
           f"{extra / t_cp:,.0f} images/s")
     for name in contenders:
-      wall = results[large][name][0] - results[small][name][0]
-      cpu = results[large][name][1] - results[small][name][1]
+      wall = results[(large, name)][0] - results[(small, name)][0]
+      cpu = results[(large, name)][1] - results[(small, name)][1]
       print(f"  {name}: {extra / wall:,.0f} images/s, CPU {1e6 * cpu / extra:.1f} us/image; "
             f"{t_cp / wall:.2f}x the speed of cp (goal >= 0.3x), "
-            f"{extra / wall / naive:.1f}x the per-record loop (goal >= 25x)")
+            f"{extra / wall / naive:.1f}x the per-record loop (goal >= 25x), "
+            f"{naive_cpu * extra / cpu:.1f}x per CPU second")
     base = next(iter(contenders))
-    base_wall = results[large][base][0] - results[small][base][0]
+    base_wall = results[(large, base)][0] - results[(small, base)][0]
     for name in list(contenders)[1:]:
-      wall = results[large][name][0] - results[small][name][0]
+      wall = results[(large, name)][0] - results[(small, name)][0]
       print(f"  {base} vs {name}: {wall / base_wall:.2f}x faster (marginal), "
-            f"{results[large][name][0] / results[large][base][0]:.2f}x at {large}, "
-            f"{results[small][name][0] / results[small][base][0]:.2f}x at {small}")
+            f"{results[(large, name)][0] / results[(large, base)][0]:.2f}x at {large}, "
+            f"{results[(small, name)][0] / results[(small, base)][0]:.2f}x at {small}")
     rss = {n: _peak_rss(datasets[n], os.path.join(work, f"rss_{n}")) for n in (small, large)}
     for n, r in rss.items():
       print(f"peak RSS, {n} images: parent {r['parent_kb'] / 1024:.0f} MiB (of which "
@@ -364,7 +378,9 @@ def main(argv):
       shutil.rmtree(os.path.join(work, f"rss_{n}"), ignore_errors=True)
     growth = (rss[large]["workers_kb"] - rss[small]["workers_kb"]) / max(
         rss[small]["workers_kb"], 1)
-    print(f"worker memory growth from {small} to {large} images: {100 * growth:+.1f}%")
+    print(f"worker memory growth from {small} to {large} images: {100 * growth:+.1f}% "
+          f"(a worker holds one group of shards: at most {transcode.GROUP_BYTES >> 20} MiB "
+          "of records, then flat)")
   if _PROFILE.value:
     _profile_worker(largest, work)
 

@@ -102,7 +102,7 @@ class Layout:
   example_end: np.ndarray
 
 
-def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Layout:
+def layout(image_lengths, labels, keys, scratch=None) -> Layout:
   """Lays out the TFRecords of Examples `(image, label, key)` given the image sizes.
 
   Args:
@@ -146,7 +146,7 @@ def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Lay
   start = np.cumsum(sizes) - sizes
   total = int(sizes.sum())
   buffer = (memoryview(scratch)[:total] if scratch is not None and len(scratch) >= total
-            else bytearray(total))
+            else bytearray(total))  # records tile the buffer: every byte is written
   _scatter(buffer, start, head, head_size)
   image_at = start + head_size
   _scatter(buffer, image_at + n_image, tail, tail_size)

@@ -37,7 +37,7 @@ class Images:
   ok: np.ndarray  # bool: a plain record, read whole
   label: np.ndarray  # float32: the header label, or the first of `flag` labels
   signature: np.ndarray  # (n, 8) uint8: leading image bytes (zero past the image)
-  staging: bytearray | memoryview  # the records as read; the images lie inside
+  staging: np.ndarray  # uint8: the records as read; the images lie inside
   at: np.ndarray  # int64: where each image starts in `staging`
   length: np.ndarray  # int64: image sizes (0 where not ok)
 
@@ -67,7 +67,7 @@ def _gather(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
 
 
 def read_images(path: str, offsets: np.ndarray, ends: np.ndarray,
-                scratch: bytearray | None = None) -> Images:
+                scratch: np.ndarray | None = None) -> Images:
   """Reads the records at `offsets` (ascending) and locates their images.
 
   Args:
@@ -75,9 +75,9 @@ def read_images(path: str, offsets: np.ndarray, ends: np.ndarray,
     offsets: int64 byte offsets of records, ascending.
     ends: for each record, where it ends at the latest: the next record's
       offset in the file, or the file size.
-    scratch: optional reusable memory: when large enough, the records are
-      read into its beginning, which saves a page fault per 4 KiB of fresh
-      memory (`staging` is then a view of it).
+    scratch: optional reusable uint8 memory: when large enough, the records
+      are read into its beginning, which saves a page fault per 4 KiB of
+      fresh memory (`staging` is then a view of it).
 
   Returns:
     `Images`, one entry per offset.
@@ -85,8 +85,8 @@ def read_images(path: str, offsets: np.ndarray, ends: np.ndarray,
   sizes = np.asarray(ends, np.int64) - offsets
   starts = np.cumsum(sizes) - sizes  # where each record goes in the buffer
   total = int(sizes.sum())
-  staging = (memoryview(scratch)[:total] if scratch is not None and len(scratch) >= total
-             else bytearray(total))
+  staging = (scratch[:total] if scratch is not None and len(scratch) >= total
+             else np.empty(total, np.uint8))  # every byte is read into, or marked unread
   lo, hi = _runs(offsets, ends)
   read_to = []  # per run: where in the buffer its bytes end (short at end of file)
   view = memoryview(staging)
