@@ -8,7 +8,6 @@ written under a temporary name, digested, read back and renamed.
 """
 import dataclasses
 import os
-import threading
 
 import numpy as np
 
@@ -235,25 +234,19 @@ def write_shard(task: ShardTask, report=None) -> dict:
 def write_verified(path: str, data, algorithm: str) -> str:
   """Writes `data` to `path`, syncs it and reads it back; returns its hex digest.
 
-  The digest is computed in a second thread while this one writes, syncs
-  and reads back (hashlib releases the GIL on large buffers), so it costs
-  no wall time where a core is free, e.g. during the `fsync`.
-
   Raises:
     OSError: the bytes read back differ from `data` (names the byte offset).
   """
   view = memoryview(data).cast("B")
+  # Hashing in a thread beside the write measured slower on 2 cores (every
+  # core already runs a worker): benchmarks/transcode.py --contenders.
   hasher = digest.new(algorithm)
-  hashing = threading.Thread(target=hasher.update, args=(view,))
-  hashing.start()
-  try:
-    with open(path, "wb") as f:
-      f.write(view)
-      f.flush()
-      os.fsync(f.fileno())
-    _check_read_back(path, view)
-  finally:
-    hashing.join()
+  hasher.update(view)
+  with open(path, "wb") as f:
+    f.write(view)
+    f.flush()
+    os.fsync(f.fileno())
+  _check_read_back(path, view)
   return hasher.hexdigest()
 
 
