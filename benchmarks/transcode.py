@@ -275,8 +275,9 @@ def _measure(datasets, work, contenders):
   """Best (wall, CPU) seconds of `cp`, every contender and the per-record loop.
 
   Every round times each of them once at every size, so that the load of
-  other processes, which comes and goes, hits all of them alike; the best of
-  the rounds is kept. Returns `{(size or None, name): (wall, cpu)}`, the
+  other processes, which comes and goes, hits all of them alike, and each
+  round starts the contenders one further along (a contender's place in the
+  round changes its time by up to 25%); the best of the rounds is kept. Returns `{(size or None, name): (wall, cpu)}`, the
   per-record loop per image under `(None, "per_record_loop")`.
   """
   best = {}
@@ -285,14 +286,17 @@ def _measure(datasets, work, contenders):
     best[key] = min(best.get(key, (float("inf"),) * 2), timing)
 
   copy = os.path.join(work, "copy.rec")
-  for _ in range(_REPEATS.value):
+  names = list(contenders)
+  for round_index in range(_REPEATS.value):
+    turn = round_index % len(names)
+    in_order = names[turn:] + names[:turn]
     for n, rec_dir in datasets.items():
       rec_path = os.path.join(rec_dir, "train.rec")
       _warm(rec_path)  # every contender starts from a warm page cache
       keep((n, "cp"), _timed(lambda: subprocess.run(["cp", rec_path, copy], check=True)))  # pylint: disable=cell-var-from-loop
       os.remove(copy)
-      for name, fn in contenders.items():
-        out = os.path.join(work, f"out_{name}")
+      for name in in_order:
+        fn, out = contenders[name], os.path.join(work, f"out_{name}")
         keep((n, name), _timed(lambda: fn(rec_dir, out),  # pylint: disable=cell-var-from-loop
                                lambda: shutil.rmtree(out, ignore_errors=True)))  # pylint: disable=cell-var-from-loop
         shutil.rmtree(out, ignore_errors=True)

@@ -234,12 +234,15 @@ def write_shard(task: ShardTask, report=None) -> dict:
 def write_verified(path: str, data, algorithm: str) -> str:
   """Writes `data` to `path`, syncs it and reads it back; returns its hex digest.
 
+  The digest is computed here, before the write: computing it in a second
+  thread beside the write, sync and read-back measured no faster on 2 cores,
+  where every core already runs a worker (benchmarks/transcode.py, contender
+  threaded_digest).
+
   Raises:
     OSError: the bytes read back differ from `data` (names the byte offset).
   """
   view = memoryview(data).cast("B")
-  # Hashing in a thread beside the write measured slower on 2 cores (every
-  # core already runs a worker): benchmarks/transcode.py --contenders.
   hasher = digest.new(algorithm)
   hasher.update(view)
   with open(path, "wb") as f:
