@@ -20,6 +20,9 @@ on the same files and machine:
 * with `--profile`, a cProfile of one worker's job (one group of shards,
   run in this process) and the share of its time per function.
 
+The TFRecords of the largest dataset are left in WORK_DIR/tfrecords, for
+`benchmarks/input_pipeline.py` (`make bench`).
+
 Everything is printed as ratios against the baselines measured here.
 """
 import cProfile
@@ -396,6 +399,7 @@ def main(argv):
           "of records, then flat)")
   if _PROFILE.value:
     _profile_worker(largest, work)
+  transcode.transcode(largest, os.path.join(work, "tfrecords"), resume=False)
 
 
 if __name__ == "__main__":
