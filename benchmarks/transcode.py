@@ -26,6 +26,7 @@ The TFRecords of the largest dataset are left in WORK_DIR/tfrecords, for
 Everything is printed as ratios against the baselines measured here.
 """
 import cProfile
+import functools
 import json
 import os
 import pstats
@@ -280,8 +281,11 @@ def _measure(datasets, work, contenders):
   Every round times each of them once at every size, so that the load of
   other processes, which comes and goes, hits all of them alike, and each
   round starts the contenders one further along (a contender's place in the
-  round changes its time by up to 25%); the best of the rounds is kept. Returns `{(size or None, name): (wall, cpu)}`, the
-  per-record loop per image under `(None, "per_record_loop")`.
+  round changed its time by up to 25%); the best of the rounds is kept.
+
+  Returns:
+    `{(size, name): (wall, cpu)}`, and the per-record loop's seconds per
+    image under `(None, "per_record_loop")`.
   """
   best = {}
 
@@ -296,13 +300,14 @@ def _measure(datasets, work, contenders):
     for n, rec_dir in datasets.items():
       rec_path = os.path.join(rec_dir, "train.rec")
       _warm(rec_path)  # every contender starts from a warm page cache
-      keep((n, "cp"), _timed(lambda: subprocess.run(["cp", rec_path, copy], check=True)))  # pylint: disable=cell-var-from-loop
+      keep((n, "cp"), _timed(functools.partial(subprocess.run, ["cp", rec_path, copy],
+                                               check=True)))
       os.remove(copy)
       for name in in_order:
-        fn, out = contenders[name], os.path.join(work, f"out_{name}")
-        keep((n, name), _timed(lambda: fn(rec_dir, out),  # pylint: disable=cell-var-from-loop
-                               lambda: shutil.rmtree(out, ignore_errors=True)))  # pylint: disable=cell-var-from-loop
-        shutil.rmtree(out, ignore_errors=True)
+        out = os.path.join(work, f"out_{name}")
+        clean = functools.partial(shutil.rmtree, out, ignore_errors=True)
+        keep((n, name), _timed(functools.partial(contenders[name], rec_dir, out), clean))
+        clean()
     keep((None, "per_record_loop"), _naive_rate(datasets[max(datasets)], _NAIVE_IMAGES.value))
   return best
 

@@ -170,7 +170,7 @@ def _read_group(tasks: list[ShardTask]):
 
 
 def _frame(chosen: np.ndarray, images: rec_batch.Images, labels: np.ndarray,
-           keys: np.ndarray, slow: dict, scratch: bytearray) -> memoryview:
+           keys: np.ndarray, slow: dict, scratch: np.ndarray) -> memoryview:
   """The TFRecord bytes of the file-ordered records `chosen`, in that order."""
   staged = images.length[chosen]  # 0 for the images read the exact way
   lengths = staged.copy()
