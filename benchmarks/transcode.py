@@ -192,14 +192,14 @@ def _library_frame(chosen, images, labels, keys, slow, scratch):
 def _library_write(path, shard, algorithm):
   """`shard_writer.write_verified` through tf.io.TFRecordWriter: write, sync, digest."""
   import tensorflow as tf
-  from tfface.data.tfrecord import digest
+  from tfface.data.tfrecord import framing
   with tf.io.TFRecordWriter(path) as writer:
     for record in shard.records:
       writer.write(record)
   with open(path, "rb") as f:
     os.fsync(f.fileno())
   # The file is read back once, for its digest (no buffer to compare with).
-  return digest.file_digest(path, algorithm)
+  return framing.scan(path, algorithm).digest
 
 
 def _threaded_write(path, data, algorithm):

@@ -16,8 +16,6 @@ ALGORITHMS = (SHA256, BLAKE2B_256)
 # docs/data.md); pass BLAKE2B_256 on CPUs without them.
 DEFAULT = SHA256
 
-_READ_BLOCK = 8 << 20
-
 
 def new(algorithm: str):
   """A fresh `hashlib` object for `algorithm` (one of `ALGORITHMS`).
@@ -31,27 +29,3 @@ def new(algorithm: str):
     return hashlib.blake2b(digest_size=32)
   raise ValueError(f"unknown digest algorithm {algorithm!r}; expected one of "
                    f"{', '.join(ALGORITHMS)}")
-
-
-def file_digest(path: str, algorithm: str, on_bytes=None) -> str:
-  """The hex digest of a whole file, read in large blocks.
-
-  Args:
-    path: the file.
-    algorithm: one of `ALGORITHMS`.
-    on_bytes: optional callable `(num_bytes)` after each block (progress).
-
-  Returns:
-    The hex digest.
-  """
-  hasher = new(algorithm)
-  block = bytearray(_READ_BLOCK)
-  view = memoryview(block)
-  with open(path, "rb", buffering=0) as f:
-    while True:
-      got = f.readinto(block)
-      if not got:
-        return hasher.hexdigest()
-      hasher.update(view[:got])
-      if on_bytes:
-        on_bytes(got)
