@@ -96,8 +96,7 @@ def read_images(path: str, offsets: np.ndarray, ends: np.ndarray,
       read_to.append(first + os.preadv(f.fileno(), [view[first:last]], at))
   del view
   readable = np.clip(np.repeat(np.array(read_to, np.int64), hi - lo) - starts, 0, sizes)
-  data = np.frombuffer(staging, dtype=np.uint8)
-  fields = _gather(data, starts, _HEAD).view(_FIELDS)[:, 0]
+  fields = _gather(staging, starts, _HEAD).view(_FIELDS)[:, 0]
   length = (fields["lrecord"] & recordio.LENGTH_MASK).astype(np.int64)
   flag = fields["flag"].astype(np.int64)
   head = 8 + recordio.IR_SIZE + 4 * np.minimum(flag, _MAX_FLAG)
@@ -107,7 +106,7 @@ def read_images(path: str, offsets: np.ndarray, ends: np.ndarray,
         & (8 + length <= readable))
   image_length = np.where(ok, image_length, 0)
   at = starts + head
-  signature = _gather(data, np.where(ok, at, len(data)), _SIGNATURE)
+  signature = _gather(staging, np.where(ok, at, total), _SIGNATURE)
   signature[np.arange(_SIGNATURE) >= image_length[:, None]] = 0
   return Images(ok, np.where(flag == 0, fields["label"], fields["label0"]), signature,
                 staging, np.where(ok, at, 0), image_length)
