@@ -30,13 +30,23 @@ def _image_shape(data: bytes) -> str:
   return "x".join(str(d) for d in image.shape)
 
 
+def _kind(path: str) -> str | None:
+  """Which kind of dataset path `path` is, or None."""
+  if os.path.isdir(path):
+    if os.path.exists(os.path.join(path, schema.MANIFEST_NAME)):
+      return "tfrecord_dir"
+    if os.path.exists(os.path.join(path, "train.rec")):
+      return "rec_dir"
+    return "tfrecord_files" if framing.tfrecord_files(path) else None
+  for suffix, kind in ((".rec", "rec_file"), (".bin", "bin"), (".tfrecord", "tfrecord_file")):
+    if path.endswith(suffix):
+      return kind
+  return None
+
+
 def reads_tfrecords(path: str) -> bool:
   """Whether `describe(path)` decodes TFRecord samples (and so imports TensorFlow)."""
-  if os.path.isdir(path):
-    return (os.path.exists(os.path.join(path, schema.MANIFEST_NAME))
-            or (not os.path.exists(os.path.join(path, "train.rec"))
-                and bool(framing.tfrecord_files(path))))
-  return path.endswith(".tfrecord")
+  return _kind(path) in ("tfrecord_dir", "tfrecord_files", "tfrecord_file")
 
 
 def describe(path: str) -> str:
@@ -45,19 +55,19 @@ def describe(path: str) -> str:
   Raises:
     ValueError: `path` is none of the known kinds.
   """
-  if os.path.isdir(path):
-    if os.path.exists(os.path.join(path, schema.MANIFEST_NAME)):
-      return describe_tfrecord_dir(path)
-    if os.path.exists(os.path.join(path, "train.rec")):
-      return describe_rec(path)
-    if framing.tfrecord_files(path):
-      return "\n".join(describe_tfrecord_file(p) for p in framing.tfrecord_files(path))
-  elif path.endswith(".rec"):
+  kind = _kind(path)
+  if kind == "tfrecord_dir":
+    return describe_tfrecord_dir(path)
+  if kind == "rec_dir":
+    return describe_rec(path)
+  if kind == "tfrecord_files":
+    return "\n".join(describe_tfrecord_file(p) for p in framing.tfrecord_files(path))
+  if kind == "rec_file":
     idx = path[:-4] + ".idx"
     return describe_rec((path, idx if os.path.exists(idx) else None))
-  elif path.endswith(".bin"):
+  if kind == "bin":
     return describe_bin(path)
-  elif path.endswith(".tfrecord"):
+  if kind == "tfrecord_file":
     return describe_tfrecord_file(path)
   raise ValueError(f"{path}: not a .rec directory, a TFRecord directory (manifest.json), "
                    "a .tfrecord file or a verification .bin")
