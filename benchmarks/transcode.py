@@ -1,25 +1,35 @@
-"""Benchmark of rec2tfrecord against `cp` and a naive per-record loop, same run.
+"""Benchmark of rec2tfrecord against `cp` and the seed's per-record loop, same run.
 
-  python benchmarks/transcode.py --work_dir=bench_run/transcode [--num_images=20000]
+  python benchmarks/transcode.py --work_dir=bench_run/transcode \
+      [--sizes=20000,100000] [--profile]
 
-Generates (once, cached in work_dir) a synthetic InsightFace dataset of
-`num_images` images, then measures, on the same files and machine:
+Generates (once, cached in work_dir) a synthetic InsightFace dataset of the
+largest size and takes prefixes of it for the smaller sizes, then measures,
+on the same files and machine:
 
-* `transcode()` (one worker process per CPU): images/s, MB/s of TFRecords
-  written and CPU time per image (all processes);
-* a plain `cp` of `train.rec` (the I/O bound: transcode copies bytes too);
-* a naive loop in one process that reads each record, decodes and
-  re-encodes the JPEG (what a converter built on `cv2`/PIL does), measured
-  on a prefix; ratios are given overall, per process and per CPU second
-  (the fairest under load from other processes);
-* the peak resident memory of a fresh transcode process at half and full size.
+* `transcode()` (one worker process per CPU) at every size: images/s and
+  CPU time per image (all processes);
+* a plain `cp` of `train.rec` at every size (the I/O bound: transcode
+  copies bytes too);
+* the seed's per-record loop in one process: read each record, decode and
+  re-encode the JPEG (what a converter built on `cv2`/PIL does), on a prefix;
+* the marginal rate between the two largest sizes, `(n2 - n1) / (t2 - t1)`,
+  which cancels the fixed start-up cost (process start, imports, planning);
+  the goals (>= 25x the per-record loop, >= 0.3x `cp`) are on these;
+* the peak resident memory of a fresh transcode process at both sizes;
+* with `--profile`, a cProfile of one worker's job (one group of shards,
+  run in this process) and the share of its time per function.
 
-Goals from the issue: >= 30x the naive loop, >= 0.25x the speed of `cp`,
-memory flat as the dataset grows. Everything is printed as ratios against
-the baselines measured here.
+The TFRecords of the largest dataset are left in WORK_DIR/tfrecords, for
+`benchmarks/input_pipeline.py` (`make bench`).
+
+Everything is printed as ratios against the baselines measured here.
 """
+import cProfile
+import functools
 import json
 import os
+import pstats
 import resource
 import shutil
 import subprocess
@@ -28,23 +38,41 @@ import time
 
 from absl import app
 from absl import flags
+import numpy as np
 
 _WORK_DIR = flags.DEFINE_string("work_dir", "bench_run/transcode", "Scratch directory.")
-_NUM_IMAGES = flags.DEFINE_integer("num_images", 20000, "Images in the generated dataset.")
+_SIZES = flags.DEFINE_list("sizes", ["20000", "100000"],
+                           "Dataset sizes (images); the marginal rate uses the two largest.")
 _NAIVE_IMAGES = flags.DEFINE_integer("naive_images", 3000,
-                                     "Records the naive decode/re-encode loop processes.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions; the best is reported.")
+                                     "Records the per-record decode/re-encode loop processes.",
+                                     lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions; the best is reported.",
+                                lower_bound=1)
+_PROFILE = flags.DEFINE_bool("profile", False, "cProfile one worker's job and print shares.")
+_CONTENDERS = flags.DEFINE_list(
+    "contenders", ["rec2tfrecord", "library", "per_record", "blake2b"],
+    "Transcode paths timed side by side (the first is the baseline of the "
+    "comparisons): rec2tfrecord (as shipped), library (tf.train.Example + "
+    "tf.io.TFRecordWriter instead of example_batch), per_record (RecordIOReader per "
+    "record instead of rec_batch), blake2b (BLAKE2b-256 digests), threaded_digest (the "
+    "digest computed in a thread beside the write, sync and read-back).")
 
 _IMAGES_PER_IDENTITY = 40
+_real_read_images = None  # rec_batch.read_images, kept while a contender patches it
 
-# Run in a fresh interpreter to measure peak RSS (own + worker processes).
+# Run in a fresh interpreter to measure peak RSS (own + worker processes). Its
+# own peak is VmHWM: ru_maxrss would carry the benchmark's over the exec.
 _RSS_CHILD = """
 import json, resource, sys
 from tfface.data.transcode import transcode
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def peak_kb():
+  with open("/proc/self/status") as f:
+    return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+before = peak_kb()
 result = transcode.transcode(sys.argv[1], sys.argv[2], resume=False)
-print(json.dumps({"after_import_kb": before,
-                  "parent_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps({"after_import_kb": before, "parent_kb": peak_kb(),
                   "workers_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
                   "images": result.manifest.num_images}))
 """
@@ -72,10 +100,21 @@ def _prefix(src, dst, num_images):
   """The first `num_images` images of `src` as their own dataset (no re-rendering)."""
   from tfface.data.insightface import rec as insightface_rec
   from tfface.data.insightface import rec_writer
+  if os.path.exists(os.path.join(dst, "train.idx")):
+    with insightface_rec.InsightFaceRec(dst) as rec:
+      if rec.num_images == num_images:
+        return dst
   with insightface_rec.InsightFaceRec(src) as rec, rec_writer.InsightFaceWriter(dst) as out:
     for key in rec.image_keys[:num_images].tolist():
       out.add(*rec.read(key))
   return dst
+
+
+def _warm(path):
+  """Reads a file once so that every contender starts from a warm page cache."""
+  with open(path, "rb") as f:
+    while f.read(64 << 20):
+      pass
 
 
 def _cpu_seconds() -> float:
@@ -85,22 +124,21 @@ def _cpu_seconds() -> float:
   return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _best(fn, repeats, clean=None):
-  """Best (wall seconds, CPU seconds) of `repeats` runs; `clean()` runs untimed before each."""
-  best = (float("inf"), float("inf"))
-  for _ in range(repeats):
-    if clean:
-      clean()  # both contenders write into a fresh place: deleting is not timed
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    fn()
-    best = min(best, (time.perf_counter() - start, _cpu_seconds() - cpu))
-  return best
+def _timed(fn, clean=None):
+  """(wall seconds, CPU seconds) of one run of `fn`; `clean()` runs untimed before it."""
+  if clean:
+    clean()  # every contender writes into a fresh place: deleting is not timed
+  # No run waits behind the write-back of an earlier run's files (rec2tfrecord
+  # syncs its shards; cp does not).
+  os.sync()
+  start, cpu = time.perf_counter(), _cpu_seconds()
+  fn()
+  return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
 def _naive_rate(rec_dir, count):
-  """(images/s, CPU s/image) of read + cv2 decode + re-encode, one record at a time."""
+  """(seconds, CPU seconds) per image of read + cv2 decode + re-encode, one at a time."""
   import cv2
-  import numpy as np
   from tfface.data.insightface import rec as insightface_rec
   with insightface_rec.InsightFaceRec(rec_dir) as rec:
     keys = rec.image_keys[:count].tolist()
@@ -109,7 +147,7 @@ def _naive_rate(rec_dir, count):
       _, data = rec.read(key)
       image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
       cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    return len(keys) / (time.perf_counter() - start), (_cpu_seconds() - cpu) / len(keys)
+    return (time.perf_counter() - start) / len(keys), (_cpu_seconds() - cpu) / len(keys)
 
 
 def _peak_rss(rec_dir, out_dir):
@@ -118,61 +156,255 @@ def _peak_rss(rec_dir, out_dir):
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+class _LibraryShard:
+  """A shard as serialized `tf.train.Example`s (the library path's `_frame`)."""
+
+  def __init__(self, records):
+    self.records = records
+
+  def __len__(self):  # bytes once framed
+    return sum(map(len, self.records)) + 16 * len(self.records)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    pass
+
+
+def _library_frame(chosen, images, labels, keys, slow, scratch):
+  """`shard_writer._frame` through the libraries: one tf.train.Example per record."""
+  import tensorflow as tf
+  del scratch  # unused
+  staging = memoryview(images.staging)
+  records = []
+  for i, label, key in zip(chosen.tolist(), labels[chosen].tolist(), keys[chosen].tolist()):
+    image = slow[i] if i in slow else bytes(
+        staging[images.at[i]:images.at[i] + images.length[i]])
+    records.append(tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        "image/source_key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
+    })).SerializeToString(deterministic=True))
+  return _LibraryShard(records)
+
+
+def _library_write(path, shard, algorithm):
+  """`shard_writer.write_verified` through tf.io.TFRecordWriter: write, sync, digest."""
+  import tensorflow as tf
+  from tfface.data.tfrecord import framing
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in shard.records:
+      writer.write(record)
+  with open(path, "rb") as f:
+    os.fsync(f.fileno())
+  # The file is read back once, for its digest (no buffer to compare with).
+  return framing.scan(path, algorithm).digest
+
+
+def _threaded_write(path, data, algorithm):
+  """`shard_writer.write_verified` with the digest computed in a second thread
+  while this one writes, syncs and reads back (hashlib releases the GIL)."""
+  import threading
+  from tfface.data.tfrecord import digest
+  from tfface.data.transcode import shard_writer
+  view = memoryview(data).cast("B")
+  hasher = digest.new(algorithm)
+  hashing = threading.Thread(target=hasher.update, args=(view,))
+  hashing.start()
+  try:
+    with open(path, "wb") as f:
+      f.write(view)
+      f.flush()
+      os.fsync(f.fileno())
+    shard_writer._check_read_back(path, view)  # pylint: disable=protected-access
+  finally:
+    hashing.join()
+  return hasher.hexdigest()
+
+
+def _all_suspect(path, offsets, ends, scratch=None):
+  """`rec_batch.read_images` vouching for no record: all go through RecordIOReader."""
+  from tfface.data.transcode import rec_batch
+  images = _real_read_images(path, offsets[:0], ends[:0], scratch)
+  n = len(offsets)
+  return rec_batch.Images(np.zeros(n, bool), np.zeros(n, np.float32),
+                          np.zeros((n, 8), np.uint8), images.staging, np.zeros(n, np.int64),
+                          np.zeros(n, np.int64))
+
+
+def _patched(fn, patches):
+  """`fn` with module attributes replaced while it runs; workers fork and inherit them."""
+  def run(*args):
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, value in patches:
+      setattr(module, name, value)
+    try:
+      return fn(*args)
+    finally:
+      for module, name, value in saved:
+        setattr(module, name, value)
+  return run
+
+
+def _contenders():
+  """`{name: fn(rec_dir, out_dir)}`: the transcode paths timed side by side."""
+  from tfface.data.tfrecord import digest
+  from tfface.data.transcode import rec_batch
+  from tfface.data.transcode import shard_writer
+  from tfface.data.transcode import transcode
+  global _real_read_images
+  _real_read_images = rec_batch.read_images
+
+  def shipped(rec, out, algorithm=digest.DEFAULT):
+    return transcode.transcode(rec, out, resume=False, digest_algorithm=algorithm)
+
+  everything = {
+      "rec2tfrecord": shipped,
+      "library": _patched(shipped, [(shard_writer, "_frame", _library_frame),
+                                    (shard_writer, "write_verified", _library_write)]),
+      "per_record": _patched(shipped, [(rec_batch, "read_images", _all_suspect)]),
+      "blake2b": lambda rec, out: shipped(rec, out, digest.BLAKE2B_256),
+      "threaded_digest": _patched(shipped, [(shard_writer, "write_verified", _threaded_write)]),
+  }
+  unknown = set(_CONTENDERS.value) - set(everything)
+  if unknown:
+    raise app.UsageError(f"unknown --contenders {sorted(unknown)}; known: {sorted(everything)}")
+  if "library" in _CONTENDERS.value:
+    import tensorflow  # noqa: F401  (loaded before the workers fork, as a tool would)
+  return {name: everything[name] for name in _CONTENDERS.value}
+
+
+def _measure(datasets, work, contenders):
+  """Best (wall, CPU) seconds of `cp`, every contender and the per-record loop.
+
+  Every round times each of them once at every size, so that the load of
+  other processes, which comes and goes, hits all of them alike, and each
+  round starts the contenders one further along (a contender's place in the
+  round changed its time by up to 25%); the best of the rounds is kept.
+
+  Returns:
+    `{(size, name): (wall, cpu)}`, and the per-record loop's seconds per
+    image under `(None, "per_record_loop")`.
+  """
+  best = {}
+
+  def keep(key, timing):
+    best[key] = min(best.get(key, (float("inf"),) * 2), timing)
+
+  copy = os.path.join(work, "copy.rec")
+  names = list(contenders)
+  for round_index in range(_REPEATS.value):
+    turn = round_index % len(names)
+    in_order = names[turn:] + names[:turn]
+    for n, rec_dir in datasets.items():
+      rec_path = os.path.join(rec_dir, "train.rec")
+      _warm(rec_path)  # every contender starts from a warm page cache
+      keep((n, "cp"), _timed(functools.partial(subprocess.run, ["cp", rec_path, copy],
+                                               check=True)))
+      os.remove(copy)
+      for name in in_order:
+        out = os.path.join(work, f"out_{name}")
+        clean = functools.partial(shutil.rmtree, out, ignore_errors=True)
+        keep((n, name), _timed(functools.partial(contenders[name], rec_dir, out), clean))
+        clean()
+    keep((None, "per_record_loop"), _naive_rate(datasets[max(datasets)], _NAIVE_IMAGES.value))
+  return best
+
+
+def _profile_worker(rec_dir, work):
+  """cProfile of one worker's job (its group of shards) in this process; prints shares."""
+  from tfface.data.transcode import shard_writer
+  from tfface.data.transcode import transcode
+  out = os.path.join(work, "out_profile")
+  shutil.rmtree(out, ignore_errors=True)
+  captured = []
+  real = shard_writer.write_shards
+  shard_writer.write_shards = lambda tasks, report=None: captured.append(tasks) or []
+  try:  # plan the shards as a run does, without writing them
+    transcode.transcode(rec_dir, out, num_workers=1, resume=False)
+  finally:
+    shard_writer.write_shards = real
+  group = captured[0]
+  real(group)  # a worker's first group allocates its buffers; the others reuse them
+  profiler = cProfile.Profile()
+  profiler.enable()
+  real(group)
+  profiler.disable()
+  stats = pstats.Stats(profiler)
+  total = stats.total_tt
+  images = sum(len(t.keys) for t in group)
+  print(f"profile of one worker's group, buffers warm ({len(group)} shards, {images} images, "
+        f"{total:.2f} s, {1e6 * total / images:.1f} us/image); share of time per function:")
+  rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:12]
+  for (filename, line, name), (_, _, own, _, _) in rows:
+    where = f"{os.path.basename(filename)}:{line}" if line else filename
+    print(f"  {100 * own / total:5.1f}%  {own:6.3f} s  {name} ({where})")
+  shutil.rmtree(out, ignore_errors=True)
+
+
 def main(argv):
   del argv  # unused
   from tfface.data.transcode import transcode
   work = _WORK_DIR.value
   os.makedirs(work, exist_ok=True)
-  full = _dataset(work, _NUM_IMAGES.value)
-  rec_path = os.path.join(full, "train.rec")
-  rec_mb = os.path.getsize(rec_path) / 1e6
-  with open(rec_path, "rb") as f:  # both contenders start from a warm page cache
-    while f.read(64 << 20):
-      pass
-  out = os.path.join(work, "tfrecords")
-  result_box = []
-
-  def run_transcode():
-    result_box.append(transcode.transcode(full, out, resume=False))
-
+  sizes = sorted(int(s) for s in _SIZES.value)
+  largest = _dataset(work, sizes[-1])
+  datasets = {n: largest if n == sizes[-1] else
+              _prefix(largest, os.path.join(work, f"prefix_{n}"), n) for n in sizes}
+  contenders = _contenders()
   load_before = os.getloadavg()[0]
-  t_transcode, cpu_transcode = _best(run_transcode, _REPEATS.value,
-                                     lambda: shutil.rmtree(out, ignore_errors=True))
-  result = result_box[-1]
-  copy = os.path.join(work, "copy.rec")
-  t_cp, _ = _best(lambda: subprocess.run(["cp", rec_path, copy], check=True), _REPEATS.value,
-                  lambda: os.path.exists(copy) and os.remove(copy))
-  os.remove(copy)
-  naive, naive_cpu = _naive_rate(full, _NAIVE_IMAGES.value)
-  images = result.manifest.num_images
-  rate = images / t_transcode
-  workers = min(os.cpu_count() or 1, len(result.manifest.shards))
-  written_mb = sum(os.path.getsize(p) for p in result.manifest.shard_paths(out)) / 1e6
-  from tfface.data.tfrecord import crc32c
-  print(f"dataset: {images} images, train.rec {rec_mb:.1f} MB, {os.cpu_count()} CPUs, "
-        f"CRC-32C backend {crc32c.BACKEND}, load average {load_before:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after (other processes share the CPUs)")
-  print(f"rec2tfrecord ({workers} worker processes): {t_transcode:.2f} s, {rate:,.0f} images/s "
-        f"({rate / workers:,.0f} per worker), {written_mb / t_transcode:,.1f} MB/s written "
-        f"({rec_mb / t_transcode:,.1f} MB/s of .rec); CPU {1e6 * cpu_transcode / images:.1f} "
-        f"us/image")
-  print(f"cp train.rec: {t_cp:.2f} s ({rec_mb / t_cp:,.1f} MB/s); rec2tfrecord runs at "
-        f"{t_cp / t_transcode:.2f}x the speed of cp (goal >= 0.25x)")
-  print(f"naive read+decode+re-encode (1 process): {naive:,.0f} images/s, CPU "
-        f"{1e6 * naive_cpu:.0f} us/image ({_NAIVE_IMAGES.value} records); rec2tfrecord is "
-        f"{rate / naive:.1f}x faster (goal >= 30x), {rate / workers / naive:.1f}x per process, "
-        f"{naive_cpu * images / cpu_transcode:.1f}x per CPU second")
-  half = _prefix(full, os.path.join(work, "rec_half"), images // 2)
-  small, large = (_peak_rss(half, os.path.join(work, "rss_half")),
-                  _peak_rss(full, os.path.join(work, "rss_full")))
-  for name, r in (("half", small), ("full", large)):
-    print(f"peak RSS, {name} ({r['images']} images): parent {r['parent_kb'] / 1024:.0f} MiB "
-          f"(of which {r['after_import_kb'] / 1024:.0f} MiB after imports), largest worker "
-          f"{r['workers_kb'] / 1024:.0f} MiB")
-  growth = (large["workers_kb"] - small["workers_kb"]) / max(small["workers_kb"], 1)
-  print(f"worker memory growth from half to full size: {100 * growth:+.1f}%")
-  shutil.rmtree(os.path.join(work, "rss_half"), ignore_errors=True)
-  shutil.rmtree(os.path.join(work, "rss_full"), ignore_errors=True)
+  results = _measure(datasets, work, contenders)
+  naive_wall, naive_cpu = results[(None, "per_record_loop")]
+  naive = 1 / naive_wall
+  print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (other processes share the CPUs); best of "
+        f"{_REPEATS.value} rounds, each timing every contender once")
+  print(f"seed's per-record loop (read + decode + re-encode, 1 process): {naive:,.0f} "
+        f"images/s, CPU {1e6 * naive_cpu:.0f} us/image ({_NAIVE_IMAGES.value} records)")
+  for n in sizes:
+    mb = os.path.getsize(os.path.join(datasets[n], "train.rec")) / 1e6
+    t_cp = results[(n, "cp")][0]
+    print(f"{n} images ({mb:.1f} MB .rec): cp {t_cp:.3f} s ({mb / t_cp:,.0f} MB/s)")
+    for name in contenders:
+      wall, cpu = results[(n, name)]
+      print(f"  {name}: {wall:.3f} s, {n / wall:,.0f} images/s, CPU {1e6 * cpu / n:.1f} "
+            f"us/image; {t_cp / wall:.2f}x the speed of cp, {n / wall / naive:.1f}x the "
+            "per-record loop")
+  if len(sizes) >= 2:
+    small, large = sizes[-2], sizes[-1]
+    extra = large - small
+    t_cp = results[(large, "cp")][0] - results[(small, "cp")][0]
+    print(f"marginal rate, {small} -> {large} images (fixed costs cancel): cp "
+          f"{extra / t_cp:,.0f} images/s")
+    for name in contenders:
+      wall = results[(large, name)][0] - results[(small, name)][0]
+      cpu = results[(large, name)][1] - results[(small, name)][1]
+      print(f"  {name}: {extra / wall:,.0f} images/s, CPU {1e6 * cpu / extra:.1f} us/image; "
+            f"{t_cp / wall:.2f}x the speed of cp (goal >= 0.3x), "
+            f"{extra / wall / naive:.1f}x the per-record loop (goal >= 25x), "
+            f"{naive_cpu * extra / cpu:.1f}x per CPU second")
+    base = next(iter(contenders))
+    base_wall = results[(large, base)][0] - results[(small, base)][0]
+    for name in list(contenders)[1:]:
+      wall = results[(large, name)][0] - results[(small, name)][0]
+      print(f"  {base} vs {name}: {wall / base_wall:.2f}x faster (marginal), "
+            f"{results[(large, name)][0] / results[(large, base)][0]:.2f}x at {large}, "
+            f"{results[(small, name)][0] / results[(small, base)][0]:.2f}x at {small}")
+    rss = {n: _peak_rss(datasets[n], os.path.join(work, f"rss_{n}")) for n in (small, large)}
+    for n, r in rss.items():
+      print(f"peak RSS, {n} images: parent {r['parent_kb'] / 1024:.0f} MiB (of which "
+            f"{r['after_import_kb'] / 1024:.0f} MiB after imports), largest worker "
+            f"{r['workers_kb'] / 1024:.0f} MiB")
+      shutil.rmtree(os.path.join(work, f"rss_{n}"), ignore_errors=True)
+    growth = (rss[large]["workers_kb"] - rss[small]["workers_kb"]) / max(
+        rss[small]["workers_kb"], 1)
+    print(f"worker memory growth from {small} to {large} images: {100 * growth:+.1f}% "
+          f"(a worker holds one group of shards: at most {transcode.GROUP_BYTES >> 20} MiB "
+          "of records, then flat)")
+  if _PROFILE.value:
+    _profile_worker(largest, work)
+  transcode.transcode(largest, os.path.join(work, "tfrecords"), resume=False)
 
 
 if __name__ == "__main__":

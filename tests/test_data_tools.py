@@ -1,9 +1,11 @@
 """The dataset command-line tools, run as a user runs them (subprocesses).
 
-Every tool run imports TensorFlow (through `tfface`), so the error paths that
+The data tools never import TensorFlow or Keras (Python's own import log,
+`PYTHONPROFILEIMPORTTIME`, shows what each run imported); error paths that
 need no command-line wiring are checked in-process.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import REPO
 from conftest import TOOLS
 from conftest import run_tool
 from tfface.data.insightface import conversions
@@ -25,20 +28,67 @@ from tfface.data.transcode import transcode
 from tfface.data.insightface import verification_bin
 
 
+# One line of `-X importtime` output for a tensorflow or keras module.
+_TF_IMPORT = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(tensorflow|keras)\b", re.M)
+
+
+def run_data_tool(name, *args, check=True):
+  """`run_tool`, asserting from Python's import log that no TensorFlow or Keras loaded."""
+  proc = run_tool(name, *args, check=check, env={"PYTHONPROFILEIMPORTTIME": "1"})
+  assert "import time:" in proc.stderr  # the log is there to read
+  assert not _TF_IMPORT.search(proc.stderr), _TF_IMPORT.search(proc.stderr).group(0)
+  proc.stderr = "".join(line for line in proc.stderr.splitlines(keepends=True)
+                        if not line.startswith("import time:"))
+  return proc
+
+
+def test_the_data_package_loads_no_tensorflow():
+  code = ("import importlib, pkgutil, sys\n"
+          "import tfface.atomic, tfface.data, tfface.progress\n"
+          "for m in pkgutil.walk_packages(tfface.data.__path__, 'tfface.data.'):\n"
+          "  importlib.import_module(m.name)\n"
+          "print(sorted(n for n in sys.modules if n.split('.')[0] in ('tensorflow', 'keras')))\n"
+          "print(sum(n.startswith('tfface.data.') for n in sys.modules))\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        check=True, cwd=REPO, timeout=120)
+  loaded, count = proc.stdout.split("\n")[:2]
+  assert loaded == "[]"
+  assert int(count) >= 20  # every module was imported (20 today)
+
+
 def test_make_synthetic_rec2tfrecord_inspect(tmp_path):
   rec, out = tmp_path / "rec", tmp_path / "tfrecords"
-  run_tool("make_synthetic", f"--output_dir={rec}", "--num_identities=4",
-           "--images_per_identity=3", "--num_pairs=20", "--num_val_identities=3")
-  proc = run_tool("rec2tfrecord", f"--rec_dir={rec}", f"--output_dir={out}", "--num_shards=3",
-                  "--num_workers=2")
+  run_data_tool("make_synthetic", f"--output_dir={rec}", "--num_identities=4",
+                "--images_per_identity=3", "--num_pairs=20", "--num_val_identities=3")
+  proc = run_data_tool("rec2tfrecord", f"--rec_dir={rec}", f"--output_dir={out}",
+                       "--num_shards=3", "--num_workers=2")
   assert "12 images of 4 classes in 3 shards, verified" in proc.stdout
-  assert "images/s" in proc.stdout and "MB/s" in proc.stdout and "ETA" in proc.stderr
+  assert "images/s" in proc.stdout and "MB/s" in proc.stdout
+  # Captured (not a terminal): plain progress lines with a rate, no redraws.
+  assert "\r" not in proc.stderr
+  assert re.search(r"^rec2tfrecord: 12/12 records \[.*, [\d.]+ records/s\]$", proc.stderr, re.M)
   assert schema.load_manifest(str(out)).num_images == 12
-  proc = run_tool("inspect_data", out)
+  # A TFRecord's samples are decoded with TensorFlow: the import log shows it
+  # (the positive control of run_data_tool's check).
+  proc = run_tool("inspect_data", out, env={"PYTHONPROFILEIMPORTTIME": "1"})
   assert "12 images, 4 classes, 3 shards" in proc.stdout and "image 112x112x3" in proc.stdout
-  # The other kinds of path, in-process (each tool run costs a TensorFlow import).
-  assert "12 images, 4 identities (header + identity records" in inspection.describe(str(rec))
-  assert "20 pairs (10 same, 10 different)" in inspection.describe(str(rec / "synth_val.bin"))
+  assert _TF_IMPORT.search(proc.stderr)
+  proc = run_data_tool("inspect_data", rec)
+  assert "12 images, 4 identities (header + identity records" in proc.stdout
+  proc = run_data_tool("inspect_data", rec / "synth_val.bin")
+  assert "20 pairs (10 same, 10 different)" in proc.stdout
+  proc = run_data_tool("inspect_data", "--verify", out)
+  assert "all 3 shards (12 records) match the sha256 digests" in proc.stdout
+  shard = schema.load_manifest(str(out)).shard_paths(str(out))[1]
+  with open(shard, "r+b") as f:
+    f.seek(os.path.getsize(shard) // 2)
+    f.write(bytes(200))
+  proc = run_data_tool("inspect_data", "--verify", out, check=False)
+  assert proc.returncode == 1
+  assert re.search(rf"^BAD {shard}: corrupt record at byte offset \d+ \(data CRC mismatch",
+                   proc.stdout, re.M)
+  assert "1 of 3 shards do not match manifest.json" in proc.stdout
+  assert "\r" not in proc.stderr and re.search(r"verify .*B/s\]$", proc.stderr, re.M)
 
 
 def test_bad_input_exits_1_with_one_line(tmp_path):
@@ -47,8 +97,8 @@ def test_bad_input_exits_1_with_one_line(tmp_path):
   with open(tmp_path / "train.rec", "r+b") as f:
     f.seek(0)
     f.write(b"JUNK")
-  proc = run_tool("rec2tfrecord", f"--rec_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}",
-                  check=False)
+  proc = run_data_tool("rec2tfrecord", f"--rec_dir={tmp_path}",
+                       f"--output_dir={tmp_path / 'o'}", check=False)
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1].startswith(
       f"error: {tmp_path}/train.rec: bad magic 0x4b4e554a at byte offset 0")
@@ -59,7 +109,9 @@ def test_bad_input_exits_1_with_one_line(tmp_path):
 def test_rec2img_then_img2rec_round_trip(tmp_path):
   synthetic.generate(str(tmp_path / "rec"), num_identities=3, images_per_identity=2,
                      num_pairs=20, num_val_identities=2, val_images_per_identity=2)
-  run_tool("rec2img", f"--rec_dir={tmp_path / 'rec'}", f"--output_dir={tmp_path / 'img'}")
+  proc = run_data_tool("rec2img", f"--rec_dir={tmp_path / 'rec'}",
+                       f"--output_dir={tmp_path / 'img'}")
+  assert "\r" not in proc.stderr and re.search(r"rec2img: 6/6 images .*images/s", proc.stderr)
   with insightface_rec.InsightFaceRec(str(tmp_path / "rec")) as rec:
     for key, label, image in rec:  # bytes written unchanged: colours stay right
       assert (tmp_path / "img" / str(label) / f"{key}.jpg").read_bytes() == image
@@ -68,8 +120,8 @@ def test_rec2img_then_img2rec_round_trip(tmp_path):
   with pytest.raises(ValueError, match="extra.png: image is 100x120, expected 112x112"):
     conversions.images_to_rec(str(tmp_path / "img"), str(tmp_path / "r2"))
   assert not (tmp_path / "r2" / "train.rec").exists()
-  run_tool("img2rec", f"--image_dir={tmp_path / 'img'}", f"--output_dir={tmp_path / 'r2'}",
-           "--resize")
+  run_data_tool("img2rec", f"--image_dir={tmp_path / 'img'}", f"--output_dir={tmp_path / 'r2'}",
+                "--resize")
   lst = (tmp_path / "r2" / "train.lst").read_text().splitlines()
   assert lst[0] == f"1\t{tmp_path / 'img' / '0' / '1.jpg'}\t0" and len(lst) == 7
   assert (tmp_path / "r2" / "property").read_text() == "3,112,112"
@@ -88,8 +140,8 @@ def test_make_bin_from_lfw_pairs_and_plain_pairs(tmp_path):
       cv2.imwrite(str(tmp_path / "lfw" / name / f"{name}_{i:04d}.jpg"),
                   np.full((112, 112, 3), 40 * i, np.uint8))
   (tmp_path / "pairs.txt").write_text("1\t2\nAnn_A\t1\t2\nAnn_A\t1\tBob_B\t1\n")
-  run_tool("make_bin", f"--pairs={tmp_path / 'pairs.txt'}", f"--image_root={tmp_path / 'lfw'}",
-           f"--output={tmp_path / 'lfw.bin'}")
+  run_data_tool("make_bin", f"--pairs={tmp_path / 'pairs.txt'}",
+                f"--image_root={tmp_path / 'lfw'}", f"--output={tmp_path / 'lfw.bin'}")
   vbin = verification_bin.load_bin(str(tmp_path / "lfw.bin"))
   ann1 = (tmp_path / "lfw" / "Ann_A" / "Ann_A_0001.jpg").read_bytes()
   assert vbin.issame.tolist() == [True, False] and vbin.images[0] == ann1

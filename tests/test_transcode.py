@@ -1,4 +1,5 @@
 """rec -> sharded TFRecords: CRC, Example bytes, tf.data, shuffling, resume, bad input."""
+import hashlib
 import os
 import shutil
 import struct
@@ -8,15 +9,16 @@ import pytest
 import tensorflow as tf
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_crc
 
-from tfface.data.tfrecord import crc32c
-from tfface.data.tfrecord import example_batch
+import training_data
 from tfface.data.insightface import rec as insightface_rec
-from tfface.data.transcode import rec_batch
 from tfface.data.insightface import recordio
-from tfface.data.tfrecord import schema
-from tfface.data.transcode import shard_writer
 from tfface.data.synthetic import dataset as synthetic
+from tfface.data.tfrecord import digest
+from tfface.data.tfrecord import example_batch
 from tfface.data.tfrecord import framing
+from tfface.data.tfrecord import schema
+from tfface.data.transcode import rec_batch
+from tfface.data.transcode import shard_writer
 from tfface.data.transcode import transcode
 
 SPEC = {
@@ -51,41 +53,38 @@ def _read_with_tf(directory):
   return manifest, out
 
 
-def test_crc32c_matches_references():
-  assert crc32c.crc32c_scalar(b"123456789") == 0xE3069283  # the CRC-32C check value
+def test_masked_crc32c_matches_tensorboards():
   rng = np.random.default_rng(0)
-  messages = [rng.bytes(int(n)) for n in rng.integers(0, 2000, 60)] + [b"", b"ab", b"x" * 70000]
-  assert crc32c.crc32c_many(messages).tolist() == [tb_crc.crc32c(m) for m in messages]
-  assert crc32c.crc32c_many_numpy(messages).tolist() == [tb_crc.crc32c(m) for m in messages]
-  assert crc32c.masked_crc32c_many(messages[:20]).tolist() == [
-      tb_crc.masked_crc32c(m) for m in messages[:20]]
+  messages = [b"", b"123456789"] + [rng.bytes(int(n)) for n in rng.integers(1, 3000, 20)]
+  assert [framing.masked_crc32c(m) for m in messages] == [
+      tb_crc.masked_crc32c(m) for m in messages]
 
 
-@pytest.mark.parametrize("image, label, key", [
-    (b"", 0, 0), (b"\xff\xd8" * 100, 127, 128), (os.urandom(70000), 2**40, 5), (b"x", -1, 1)])
-def test_example_bytes_parse_with_protobuf(image, label, key):
-  data = framing.encode_example(image, label, key)
-  feature = tf.train.Example.FromString(data).features.feature
-  assert feature[schema.FEATURE_IMAGE].bytes_list.value == [image]
-  assert feature[schema.FEATURE_LABEL].int64_list.value == [label]
-  assert feature[schema.FEATURE_KEY].int64_list.value == [key]
-  assert framing.decode_example(data) == {
-      schema.FEATURE_IMAGE: image, schema.FEATURE_LABEL: label, schema.FEATURE_KEY: key}
-
-
-def test_batch_framing_matches_record_at_a_time_encoding():
-  rng = np.random.default_rng(1)
-  lengths = rng.choice([0, 1, 127, 128, 16383, 16384, 70000], 200)
-  images = [rng.bytes(int(n)) for n in lengths]
-  labels = rng.choice([0, 1, 127, 128, 2**40, -1], 200)
-  keys = rng.choice([0, 127, 128, 300000, 2**35], 200)
-  framed = example_batch.layout(lengths, labels, keys)
+def _framed_by_example_batch(images, labels, keys) -> bytes:
+  framed = example_batch.layout(np.array([len(i) for i in images]), labels, keys)
   view = memoryview(framed.buffer)
   for at, image in zip(framed.image_at.tolist(), images):
     view[at:at + len(image)] = image
   example_batch.seal(framed)
-  assert bytes(framed.buffer) == framing.frame(
-      [framing.encode_example(i, int(l), int(k)) for i, l, k in zip(images, labels, keys)])
+  return bytes(framed.buffer)
+
+
+def test_batch_framing_is_byte_for_byte_the_librarys(tmp_path):
+  """example_batch against the library path: tf.train.Example + tf.io.TFRecordWriter."""
+  rng = np.random.default_rng(1)
+  # Every varint width boundary of image sizes (1, 2, 3 bytes), labels and
+  # keys (up to 10 bytes for negative int64s); the label and key of one
+  # record differ in width.
+  lengths = rng.choice([0, 1, 127, 128, 16383, 16384, 70000], 200)
+  images = [rng.bytes(int(n)) for n in lengths]
+  labels = rng.choice([0, 1, 127, 128, 2**40, -1, 2**63 - 1], 200)
+  keys = rng.choice([0, 127, 128, 300000, 2**35, -5], 200)
+  training_data.write_records(tmp_path / "lib.tfrecord", [
+      training_data.example_bytes(i, int(l), int(k)) for i, l, k in zip(images, labels, keys)])
+  ours = _framed_by_example_batch(images, labels, keys)
+  assert ours == (tmp_path / "lib.tfrecord").read_bytes()
+  # A negative control: one label changed changes the bytes.
+  assert _framed_by_example_batch(images, np.r_[labels[:-1], labels[-1] + 1], keys) != ours
 
 
 def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):
@@ -103,10 +102,13 @@ def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):
   keys = [k for k, _, _ in records]
   assert keys != sorted(keys)  # globally shuffled, not in identity order
   assert len({l for _, l, _ in records[:12]}) >= 5  # one shard mixes many identities
+  assert manifest.digest_algorithm == digest.DEFAULT and manifest.format_version == 2
   for shard in manifest.shards:
-    count, sha = framing.digest(str(tmp_path / "out" / shard.file))
-    assert (count, sha) == (shard.num_records, shard.sha256)
-    assert len(list(framing.iter_records(str(tmp_path / "out" / shard.file), True))) == count
+    path = str(tmp_path / "out" / shard.file)
+    found = framing.scan(path, manifest.digest_algorithm)
+    assert (found.num_records, found.num_bytes) == (shard.num_records, shard.num_bytes)
+    assert found.digest == shard.digest == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert len(list(framing.iter_records(path))) == shard.num_records  # every CRC checked
 
 
 def test_same_output_for_any_worker_count_and_machine_split(rec_dir, tmp_path):
@@ -118,23 +120,23 @@ def test_same_output_for_any_worker_count_and_machine_split(rec_dir, tmp_path):
   rest = transcode.transcode(str(rec_dir), str(tmp_path / "b"), num_shards=5, num_workers=2,
                              worker_index=0, num_workers_total=2)
   assert rest.shards_written == [0, 2, 4]
-  assert rest.manifest.shards == one.manifest.shards  # same bytes, same sha256
+  assert rest.manifest.shards == one.manifest.shards  # same bytes, same digests
 
 
 def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, monkeypatch):
   full = transcode.transcode(str(rec_dir), str(tmp_path / "full"), num_shards=4, num_workers=1)
   out = tmp_path / "crash"
-  real_write = framing.TFRecordWriter.write_framed
+  real_write = shard_writer.write_verified
   written = []
 
-  def failing_write(self, data, num_records):
+  def failing_write(path, data, algorithm):
     written.append(1)
     if len(written) == 3:  # killed halfway through writing the third shard
-      real_write(self, data[:len(data) // 2], num_records)
+      real_write(path, data[:len(data) // 2], algorithm)
       raise KeyboardInterrupt("killed")
-    real_write(self, data, num_records)
+    return real_write(path, data, algorithm)
 
-  monkeypatch.setattr(framing.TFRecordWriter, "write_framed", failing_write)
+  monkeypatch.setattr(shard_writer, "write_verified", failing_write)
   with pytest.raises(KeyboardInterrupt):
     transcode.transcode(str(rec_dir), str(out), num_shards=4, num_workers=1)
   monkeypatch.undo()
@@ -145,6 +147,18 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, mo
   assert resumed.shards_kept == [0, 1] and resumed.shards_written == [2, 3]
   assert resumed.manifest == full.manifest
   assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "full"))
+
+
+def test_blake2b_digests_are_recorded_and_named(rec_dir, tmp_path):
+  result = transcode.transcode(str(rec_dir), str(tmp_path), num_shards=2, num_workers=1,
+                               digest_algorithm=digest.BLAKE2B_256)
+  assert schema.load_manifest(str(tmp_path)).digest_algorithm == "blake2b-256"
+  for shard, path in zip(result.manifest.shards, result.manifest.shard_paths(str(tmp_path))):
+    data = open(path, "rb").read()
+    assert shard.digest == hashlib.blake2b(data, digest_size=32).hexdigest()
+    assert shard.digest != hashlib.sha256(data).hexdigest()
+  with pytest.raises(ValueError, match="different transcode.*digest_algorithm"):
+    transcode.transcode(str(rec_dir), str(tmp_path), num_shards=2, num_workers=1)
 
 
 def test_resume_refuses_a_different_plan(rec_dir, tmp_path):
@@ -255,14 +269,15 @@ def test_worker_error_leaves_no_complete_looking_shard(rec_dir, tmp_path):
   assert os.listdir(tmp_path) == []
 
 
-def test_tfrecord_digest_detects_truncation(tmp_path):
+def test_tfrecord_scan_counts_records_and_detects_truncation(tmp_path):
   path = tmp_path / "x.tfrecord"
-  path.write_bytes(framing.frame([b"abc", b"defg"]))
-  assert framing.digest(str(path))[0] == 2
-  assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == [b"abc", b"defg"]
+  training_data.write_records(path, [b"abc", b"defg"])
+  found = framing.scan(str(path), digest.SHA256)
+  assert (found.num_records, found.num_bytes) == (2, 2 * 16 + 7)
+  assert [data for _, data in framing.iter_records(str(path))] == [b"abc", b"defg"]
   path.write_bytes(path.read_bytes()[:-3])
-  with pytest.raises(ValueError, match="truncated TFRecord"):
-    framing.digest(str(path))
+  with pytest.raises(ValueError, match="byte offset 19: truncated"):
+    framing.scan(str(path), digest.SHA256)
   assert struct.unpack("<Q", path.read_bytes()[:8]) == (3,)
 
 
@@ -281,8 +296,7 @@ def test_split_records_and_small_reads_give_the_same_shards(rec_dir, tmp_path, m
   normal = transcode.transcode(str(rec), str(tmp_path / "a"), num_shards=3, num_workers=1)
   _, records = _read_with_tf(tmp_path / "a")
   assert {k: (l, i) for k, l, i in records} == expected
-  monkeypatch.setattr(rec_batch, "_BLOCK", 300)  # records cross the end of reads
-  monkeypatch.setattr(rec_batch, "_GAP", 0)
+  monkeypatch.setattr(rec_batch, "_BLOCK", 300)  # one read per record or two
   small = transcode.transcode(str(rec), str(tmp_path / "b"), num_shards=3, num_workers=1)
   assert small.manifest.shards == normal.manifest.shards
 

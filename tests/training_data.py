@@ -9,9 +9,11 @@ import os
 
 import cv2
 import numpy as np
+import tensorflow as tf
 
-from tfface.data.tfrecord import schema
+from tfface.data.tfrecord import digest
 from tfface.data.tfrecord import framing
+from tfface.data.tfrecord import schema
 
 
 def jpeg(rgb, quality=95):
@@ -29,6 +31,28 @@ def face_like(label, index, size=112):
   return cv2.resize(base, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def example_bytes(image: bytes, label: int, key: int) -> bytes:
+  """tfface's Example of one image, built by the library (`tf.train.Example`).
+
+  Deterministic serialization writes the map entries in key order, as
+  `tfface.data.tfrecord.example_batch` does: the bytes must be equal.
+  """
+  feature = {
+      schema.FEATURE_IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+      schema.FEATURE_LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+      schema.FEATURE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+      deterministic=True)
+
+
+def write_records(path, records):
+  """Writes serialized records with the library's writer (`tf.io.TFRecordWriter`)."""
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for record in records:
+      writer.write(record)
+
+
 def write_dataset(directory, images, labels, num_shards=2, num_classes=None,
                   keys=None, image_size=(112, 112)):
   """Writes `images` (encoded bytes) with `labels` as round-robin shards + manifest.
@@ -38,15 +62,15 @@ def write_dataset(directory, images, labels, num_shards=2, num_classes=None,
   """
   os.makedirs(directory, exist_ok=True)
   keys = list(range(1, len(images) + 1)) if keys is None else list(keys)
-  writers = [framing.TFRecordWriter(os.path.join(directory, schema.shard_name(i, num_shards)))
-             for i in range(num_shards)]
-  for i, (image, label, key) in enumerate(zip(images, labels, keys)):
-    writers[i % num_shards].write(framing.encode_example(image, int(label), int(key)))
+  records = [example_bytes(image, int(label), int(key))
+             for image, label, key in zip(images, labels, keys)]
   shards = []
-  for i, writer in enumerate(writers):
-    writer.close()
-    _, sha = framing.digest(writer.path)
-    shards.append(schema.ShardInfo(os.path.basename(writer.path), writer.num_records, sha))
+  for i in range(num_shards):
+    path = os.path.join(directory, schema.shard_name(i, num_shards))
+    write_records(path, records[i::num_shards])
+    found = framing.scan(path, digest.DEFAULT)
+    shards.append(schema.ShardInfo(os.path.basename(path), found.num_records, found.digest,
+                                   found.num_bytes))
   manifest = schema.Manifest(
       num_images=len(images),
       num_classes=int(num_classes if num_classes is not None else max(labels) + 1),

@@ -1,8 +1,14 @@
 """Shared entry-point wrapper for the tools: absl `app.run` plus clean failures.
 
-Library code raises `ValueError` / `OSError` (and their subclasses) with
-messages that already name the file and the place; here they become one
-`error: ...` line on stderr and exit status 1 instead of a traceback.
+* Library code raises `ValueError` / `OSError` (and their subclasses) with
+  messages that already name the file and the place; here they become one
+  `error: ...` line on stderr and exit status 1 instead of a traceback. A bad
+  flag value (outside a declared `lower_bound`, say) gets the same one line.
+* `--help`, `-h`, `--helpshort` and `--helpfull` print the help and exit 0
+  (absl exits 1), and the help of every flag marked required says so.
+* TensorFlow is imported after flag parsing (fast `--help`) and only for
+  tools that need it (`run(main, tensorflow=False)` for the data tools, which
+  start in a fraction of a second), with its start-up noise filtered out.
 """
 import os
 import re
@@ -24,15 +30,19 @@ _STARTUP_NOISE = re.compile(
     r"to STDERR"
     r"|To enable the following instructions: .* rebuild TensorFlow with the "
     r"appropriate compiler flags\.)$")
+REQUIRED = " (required)"
+# The message of absl's `mark_flag_as_required` validator: how a flag is
+# recognized as required (absl keeps no other mark).
+_REQUIRED_MESSAGE = "Flag --{} must have a value other than None."
 
 
-def _import_tensorflow():
+def import_tensorflow():
   """Imports TensorFlow, dropping its start-up INFO lines unless logging asks for them.
 
   Everything else TensorFlow writes to stderr while loading (warnings,
   errors) is passed on. TF_CPP_MIN_LOG_LEVEL=0 keeps everything.
   """
-  if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
+  if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
     import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     return
   sys.stderr.flush()
@@ -50,6 +60,77 @@ def _import_tensorflow():
       sys.stderr.flush()
 
 
+class _HelpFlag(app.HelpFlag):
+  """`--help` / `-h`, exiting 0: asking for help is not an error."""
+
+  SHORT_NAME = "h"
+
+  def parse(self, arg):
+    if self._parse(arg):
+      app.usage(shorthelp=True, writeto_stdout=True)
+      print()
+      print("Try --helpfull to get a list of all flags.")
+      sys.exit(0)
+
+
+class _HelpshortFlag(_HelpFlag):
+  """`--helpshort`, an alias of `--help`."""
+
+  NAME = "helpshort"
+  SHORT_NAME = None
+
+
+class _HelpfullFlag(app.HelpfullFlag):
+  """`--helpfull`, exiting 0."""
+
+  def parse(self, arg):
+    if self._parse(arg):
+      app.usage(writeto_stdout=True)
+      sys.exit(0)
+
+
+def _define_help_flags():
+  """Replaces absl's help flags (which exit 1) with ones that exit 0; idempotent."""
+  app.define_help_flags()
+  if isinstance(flags.FLAGS["help"], _HelpFlag):
+    return
+  for name in ("help", "?", "helpshort", "helpfull"):
+    delattr(flags.FLAGS, name)
+  for flag in (_HelpFlag(), _HelpshortFlag(), _HelpfullFlag()):
+    flags.DEFINE_flag(flag)
+
+
+def _required_flags() -> list:
+  """The flags marked with `flags.mark_flag(s)_as_required`, in definition order."""
+  found = {}
+  for name in flags.FLAGS:
+    flag = flags.FLAGS[name]
+    if any(getattr(v, "message", None) == _REQUIRED_MESSAGE.format(flag.name)
+           for v in flag.validators):
+      found[flag.name] = flag
+  return list(found.values())
+
+
+def _mark_required_in_help():
+  """Appends " (required)" to the help of every flag marked required."""
+  for flag in _required_flags():
+    if not flag.help.endswith(REQUIRED):
+      flag.help += REQUIRED
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad flag reported as one `error:` line, exit 1."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    missing = [f"--{f.name}" for f in _required_flags()
+               if _REQUIRED_MESSAGE.format(f.name) in str(e)]
+    message = (f"missing required flag(s) {', '.join(missing)} (see --help)" if missing
+               else str(e).replace("\n", " "))
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 def _adopt_tool_as_main(module_name: str):
   """Makes `--help` of a `tfface-NAME` console script describe the tool.
 
@@ -65,17 +146,26 @@ def _adopt_tool_as_main(module_name: str):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
-def run(main):
-  """Runs `main(argv)` under absl; expected errors exit 1 with a one-line message."""
+def run(main, tensorflow: bool = True):
+  """Runs `main(argv)` under absl; expected errors exit 1 with a one-line message.
+
+  Args:
+    main: the tool's `main(argv)`.
+    tensorflow: import TensorFlow (quietly) before `main`; False for tools
+      that never need it, or import it themselves with `import_tensorflow`.
+  """
   _adopt_tool_as_main(main.__module__)
+  _define_help_flags()
+  _mark_required_in_help()
 
   def _guarded(argv):
     try:
-      _import_tensorflow()  # after flag parsing: --help stays fast
+      if tensorflow:
+        import_tensorflow()  # after flag parsing: --help stays fast
       return main(argv)
     except (ValueError, OSError, KeyError) as e:
       msg = e.args[0] if isinstance(e, KeyError) and e.args else e
       print(f"error: {msg}", file=sys.stderr)
       sys.exit(1)
 
-  app.run(_guarded)
+  app.run(_guarded, flags_parser=_parse_flags)

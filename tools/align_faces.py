@@ -18,7 +18,8 @@ _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Raw photos, one folder per 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the aligned crops go.")
 _STRICT = flags.DEFINE_boolean("strict", False,
                                "Skip photos with several faces instead of keeping the largest.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 112, "Side of the aligned crops.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 112, "Side of the aligned crops.",
+                                   lower_bound=1)
 flags.mark_flags_as_required(["input_dir", "output_dir"])
 
 

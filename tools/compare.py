@@ -18,7 +18,8 @@ except ImportError:
 _MODEL = flags.DEFINE_string("model", None, "SavedModel export, training workdir or .keras file.")
 _ALIGN = flags.DEFINE_boolean("align", False, "Detect and align faces with MTCNN first.")
 _THRESHOLD = flags.DEFINE_float(
-    "threshold", None, "Squared-distance threshold (default: stored with the model).")
+    "threshold", None, "Squared-distance threshold (default: stored with the model).",
+    lower_bound=0.0, upper_bound=4.0)
 _BIN = flags.DEFINE_string("bin", None, "Compare a pair of this verification .bin instead.")
 _PAIR = flags.DEFINE_integer("pair", 0, "Pair index in --bin (negative: from the end).")
 flags.mark_flags_as_required(["model"])

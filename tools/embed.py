@@ -20,7 +20,7 @@ _MODEL = flags.DEFINE_string("model", None, "SavedModel export, training workdir
 _INPUT = flags.DEFINE_string("input", None, "An image file or a directory of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "The .npy file to write.")
 _ALIGN = flags.DEFINE_boolean("align", False, "Detect and align faces with MTCNN first.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1)
 flags.mark_flags_as_required(["model", "input", "output"])
 
 

@@ -23,7 +23,7 @@ _FORMAT = flags.DEFINE_enum("format", "saved_model",
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "SavedModel base directory (BASE/NAME); the version "
     "becomes a subdirectory.")
-_VERSION = flags.DEFINE_integer("version", 1, "SavedModel version number.")
+_VERSION = flags.DEFINE_integer("version", 1, "SavedModel version number.", lower_bound=0)
 _OUTPUT = flags.DEFINE_string("output", None, "Output file for tflite/onnx.")
 _FLIP_TTA = flags.DEFINE_boolean(
     "flip_tta", False, "Add the horizontal flip's embedding before normalizing.")
@@ -31,7 +31,8 @@ _OVERWRITE = flags.DEFINE_boolean("overwrite", False,
                                   "Replace an existing version or file.")
 _THRESHOLD = flags.DEFINE_float(
     "threshold", None, "Squared-distance threshold to store in the SavedModel for "
-    "the embedding it serves (default: measured on --threshold_bin).")
+    "the embedding it serves (default: measured on --threshold_bin).",
+    lower_bound=0.0, upper_bound=4.0)
 _THRESHOLD_BIN = flags.DEFINE_string(
     "threshold_bin", None, "Verification .bin to measure the served embedding's "
     "threshold on (default: the workdir's verification target).")

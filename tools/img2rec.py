@@ -23,13 +23,14 @@ flags.mark_flags_as_required(["image_dir", "output_dir"])
 def main(argv):
   del argv  # unused
   from tfface.data.insightface import conversions  # after absl parsed the flags: fast --help
-  result = conversions.images_to_rec(_IMAGE_DIR.value, _OUTPUT_DIR.value, resize=_RESIZE.value)
+  result = conversions.images_to_rec(_IMAGE_DIR.value, _OUTPUT_DIR.value, resize=_RESIZE.value,
+                                          progress=True)
   print(f"wrote {result.num_images} images of {result.num_classes} identities to "
         f"{result.output_dir}")
 
 
 def run():
-  _cli.run(main)
+  _cli.run(main, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ _NETWORK = flags.DEFINE_string(
     "network", None, "tfface backbone: r18, r34, r50, r100, r200, mbf.")
 _OUTPUT = flags.DEFINE_string("output", None, "The .keras file to write.")
 _EMBEDDING_SIZE = flags.DEFINE_integer(
-    "embedding_size", 512, "Embedding width; 0 takes it from the source.")
+    "embedding_size", 512, "Embedding width; 0 takes it from the source.", lower_bound=0)
 _INPUT_MEAN = flags.DEFINE_float(
     "input_mean", None, "Pixel mean the source expects (default: found in the "
     "ONNX graph, else arcface_torch's 127.5).")
 _INPUT_STD = flags.DEFINE_float(
     "input_std", None, "Pixel std the source expects (default: found in the "
-    "ONNX graph, else arcface_torch's 127.5).")
+    "ONNX graph, else arcface_torch's 127.5).", lower_bound=1e-6)
 _OVERRIDES = flags.DEFINE_string(
     "overrides", None, "JSON object of further build_backbone options for "
     'non-standard sources, e.g. \'{"blocks_per_stage": [2, 8, 12, 4], '

@@ -23,12 +23,13 @@ flags.mark_flags_as_required(["pairs", "image_root", "output"])
 def main(argv):
   del argv  # unused
   from tfface.data.insightface import pairs  # after absl parsed the flags: fast --help
-  vbin = pairs.build_bin(_PAIRS.value, _IMAGE_ROOT.value, _OUTPUT.value, resize=_RESIZE.value)
+  vbin = pairs.build_bin(_PAIRS.value, _IMAGE_ROOT.value, _OUTPUT.value, resize=_RESIZE.value,
+                         progress=True)
   print(f"wrote {_OUTPUT.value}: {vbin.num_pairs} pairs ({int(vbin.issame.sum())} same)")
 
 
 def run():
-  _cli.run(main)
+  _cli.run(main, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,18 @@ except ImportError:
   import _cli
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to write the dataset into.")
-_NUM_IDENTITIES = flags.DEFINE_integer("num_identities", 300, "Training identities.")
+_NUM_IDENTITIES = flags.DEFINE_integer("num_identities", 300, "Training identities.",
+                                      lower_bound=1)
 _IMAGES_PER_IDENTITY = flags.DEFINE_integer("images_per_identity", 30,
-                                            "Training images per identity.")
+                                            "Training images per identity.", lower_bound=1)
 _NUM_PAIRS = flags.DEFINE_integer("num_pairs", 1200,
-                                  "Verification pairs (a multiple of 20: 10 folds, half same).")
+                                  "Verification pairs (a multiple of 20: 10 folds, half same).",
+                                  lower_bound=20)
 _NUM_VAL_IDENTITIES = flags.DEFINE_integer("num_val_identities", 100,
-                                           "Identities (not in training) used by the pairs.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the output is a function of it.")
+                                           "Identities (not in training) used by the pairs.",
+                                           lower_bound=2)
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the output is a function of it.",
+                             lower_bound=0)
 flags.mark_flags_as_required(["output_dir"])
 
 
@@ -31,12 +35,12 @@ def main(argv):
   summary = synthetic.generate(
       _OUTPUT_DIR.value, num_identities=_NUM_IDENTITIES.value,
       images_per_identity=_IMAGES_PER_IDENTITY.value, num_pairs=_NUM_PAIRS.value,
-      seed=_SEED.value, num_val_identities=_NUM_VAL_IDENTITIES.value)
+      seed=_SEED.value, num_val_identities=_NUM_VAL_IDENTITIES.value, progress=True)
   print(summary)
 
 
 def run():
-  _cli.run(main)
+  _cli.run(main, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def main(argv):
 
 
 def run():
-  _cli.run(main)
+  _cli.run(main, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ flags.mark_flags_as_required(["rec_dir", "output_dir"])
 def main(argv):
   del argv  # unused
   from tfface.data.insightface import conversions  # after absl parsed the flags: fast --help
-  count = conversions.rec_to_images(_REC_DIR.value, _OUTPUT_DIR.value)
+  count = conversions.rec_to_images(_REC_DIR.value, _OUTPUT_DIR.value, progress=True)
   print(f"wrote {count} images under {_OUTPUT_DIR.value}")
 
 
 def run():
-  _cli.run(main)
+  _cli.run(main, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,23 @@ except ImportError:
 _REC_DIR = flags.DEFINE_string("rec_dir", None, "Directory with train.rec/train.idx/property.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for the TFRecord shards.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", None,
-                                   "Shard count (default: ~128 MB per shard, at least 16).")
+                                   "Shard count (default: ~128 MB per shard, at least 16).",
+                                   lower_bound=1)
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", None,
-                                    "Worker processes on this machine (default: CPU count).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the global shuffle.")
+                                    "Worker processes on this machine (default: CPU count).",
+                                    lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the global shuffle.", lower_bound=0)
 _WORKER_INDEX = flags.DEFINE_integer("worker_index", 0,
-                                     "This machine's share of the shards (0-based).")
+                                     "This machine's share of the shards (0-based).",
+                                     lower_bound=0)
 _NUM_WORKERS_TOTAL = flags.DEFINE_integer("num_workers_total", 1,
-                                          "Machines sharing the output directory.")
+                                          "Machines sharing the output directory.",
+                                          lower_bound=1)
 _RESUME = flags.DEFINE_bool("resume", True, "Keep complete shards of an interrupted run.")
-_QUIET = flags.DEFINE_bool("quiet", False, "No progress line.")
+_DIGEST = flags.DEFINE_enum("digest", "sha256", ["sha256", "blake2b-256"],
+                            "Shard digest recorded in manifest.json (blake2b-256 is faster "
+                            "on CPUs without SHA instructions).")
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress lines.")
 flags.mark_flags_as_required(["rec_dir", "output_dir"])
 
 
@@ -37,12 +44,12 @@ def main(argv):
       _REC_DIR.value, _OUTPUT_DIR.value, num_shards=_NUM_SHARDS.value,
       num_workers=_NUM_WORKERS.value, seed=_SEED.value, worker_index=_WORKER_INDEX.value,
       num_workers_total=_NUM_WORKERS_TOTAL.value, resume=_RESUME.value,
-      progress=None if _QUIET.value else transcode.Progress())
+      digest_algorithm=_DIGEST.value, progress=not _QUIET.value)
   print(result.summary())
 
 
 def run():
-  _cli.run(main)
+  _cli.run(main, tensorflow=False)
 
 
 if __name__ == "__main__":

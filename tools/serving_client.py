@@ -17,13 +17,14 @@ except ImportError:
 
 _SERVER = flags.DEFINE_string("server", "localhost:8501", "TF Serving REST host:port.")
 _MODEL = flags.DEFINE_string("model", None, "Model name in TF Serving's config.")
-_VERSION = flags.DEFINE_integer("version", None, "Model version (default: newest).")
+_VERSION = flags.DEFINE_integer("version", None, "Model version (default: newest).",
+                               lower_bound=0)
 _EXPORT_DIR = flags.DEFINE_string(
     "export_dir", None, "The served model's export directory (model base or version): "
     "its stored threshold decides same/different for each pair.")
 _THRESHOLD = flags.DEFINE_float(
     "threshold", None, "Squared-distance threshold for the served embeddings "
-    "(overrides --export_dir's).")
+    "(overrides --export_dir's).", lower_bound=0.0, upper_bound=4.0)
 flags.mark_flags_as_required(["model"])
 
 

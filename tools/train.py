@@ -79,22 +79,24 @@ _PRETRAINED = flags.DEFINE_string(
     "pretrained", None, "Backbone to start from: a workdir, a checkpoint (directory or "
     "prefix) or a .keras file. A new head is built for the data's identities.")
 _LR = flags.DEFINE_float("lr", None, "Absolute peak learning rate (as InsightFace's "
-                         "--lr); default: base_lr x global batch / 512.")
+                         "--lr); default: base_lr x global batch / 512.", lower_bound=0.0)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default "
                                "models/NETWORK-LOSS-DATASET.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFRecord directory with manifest.json.")
 _VAL_BINS = flags.DEFINE_string("val_bins", None, "Comma-separated verification .bin files.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Images per replica per step.")
-_TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Optimizer steps of the run.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Images per replica per step.",
+                                   lower_bound=1)
+_TOTAL_STEPS = flags.DEFINE_integer("total_steps", None, "Optimizer steps of the run.",
+                                    lower_bound=1)
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None,
-                                         "Steps between checkpoints.")
+                                         "Steps between checkpoints.", lower_bound=1)
 _VERIFY_EVERY = flags.DEFINE_integer("verify_every", None,
-                                     "Steps between verifications.")
+                                     "Steps between verifications.", lower_bound=1)
 _STRATEGY = flags.DEFINE_enum("strategy", None, ["auto", "one_device", "mirrored",
                                                  "multi_worker"], "Distribution strategy.")
 _CPU_REPLICAS = flags.DEFINE_integer(
     "cpu_replicas", None, "Split the CPU into N logical devices (MirroredStrategy "
-    "without GPUs).")
+    "without GPUs).", lower_bound=0)
 _MIXED_PRECISION = flags.DEFINE_enum(
     "mixed_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"],
     "Compute policy of the backbone: mixed_float16 (GPUs; with a loss-scale optimizer), "

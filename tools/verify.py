@@ -17,7 +17,7 @@ _MODEL = flags.DEFINE_string(
     "model", None, "SavedModel export (version dir or model base), training "
     "workdir, or .keras file.")
 _BINS = flags.DEFINE_list("bins", None, "Comma-separated verification .bin files.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1)
 _OUTPUT_JSON = flags.DEFINE_string(
     "output_json", None, "Write the results here, keyed by each .bin's stem.")
 _ROC_DIR = flags.DEFINE_string("roc_dir", None, "Write STEM_roc.png files here.")

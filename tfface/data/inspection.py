@@ -2,6 +2,11 @@
 
 Recognizes a `.rec` directory (or a `.rec` file), a TFRecord directory written
 by `rec2tfrecord` (or a single `.tfrecord` file), and a verification `.bin`.
+`verify` checks a TFRecord directory's shards against its manifest.
+
+Only the sample records of a TFRecord are decoded with TensorFlow
+(`tf.train.Example`), imported when one is read (`reads_tfrecords` tells a
+tool beforehand); everything else here runs without it.
 """
 import os
 
@@ -9,9 +14,11 @@ import cv2
 import numpy as np
 
 from tfface.data.insightface import rec as insightface_rec
-from tfface.data.tfrecord import schema
-from tfface.data.tfrecord import framing
 from tfface.data.insightface import verification_bin
+from tfface.data.tfrecord import digest
+from tfface.data.tfrecord import framing
+from tfface.data.tfrecord import integrity
+from tfface.data.tfrecord import schema
 
 _SAMPLES = 3
 
@@ -23,25 +30,44 @@ def _image_shape(data: bytes) -> str:
   return "x".join(str(d) for d in image.shape)
 
 
+def _kind(path: str) -> str | None:
+  """Which kind of dataset path `path` is, or None."""
+  if os.path.isdir(path):
+    if os.path.exists(os.path.join(path, schema.MANIFEST_NAME)):
+      return "tfrecord_dir"
+    if os.path.exists(os.path.join(path, "train.rec")):
+      return "rec_dir"
+    return "tfrecord_files" if framing.tfrecord_files(path) else None
+  for suffix, kind in ((".rec", "rec_file"), (".bin", "bin"), (".tfrecord", "tfrecord_file")):
+    if path.endswith(suffix):
+      return kind
+  return None
+
+
+def reads_tfrecords(path: str) -> bool:
+  """Whether `describe(path)` decodes TFRecord samples (and so imports TensorFlow)."""
+  return _kind(path) in ("tfrecord_dir", "tfrecord_files", "tfrecord_file")
+
+
 def describe(path: str) -> str:
   """Returns a multi-line description of the dataset at `path`.
 
   Raises:
     ValueError: `path` is none of the known kinds.
   """
-  if os.path.isdir(path):
-    if os.path.exists(os.path.join(path, schema.MANIFEST_NAME)):
-      return describe_tfrecord_dir(path)
-    if os.path.exists(os.path.join(path, "train.rec")):
-      return describe_rec(path)
-    if framing.tfrecord_files(path):
-      return "\n".join(describe_tfrecord_file(p) for p in framing.tfrecord_files(path))
-  elif path.endswith(".rec"):
+  kind = _kind(path)
+  if kind == "tfrecord_dir":
+    return describe_tfrecord_dir(path)
+  if kind == "rec_dir":
+    return describe_rec(path)
+  if kind == "tfrecord_files":
+    return "\n".join(describe_tfrecord_file(p) for p in framing.tfrecord_files(path))
+  if kind == "rec_file":
     idx = path[:-4] + ".idx"
     return describe_rec((path, idx if os.path.exists(idx) else None))
-  elif path.endswith(".bin"):
+  if kind == "bin":
     return describe_bin(path)
-  elif path.endswith(".tfrecord"):
+  if kind == "tfrecord_file":
     return describe_tfrecord_file(path)
   raise ValueError(f"{path}: not a .rec directory, a TFRecord directory (manifest.json), "
                    "a .tfrecord file or a verification .bin")
@@ -78,6 +104,8 @@ def describe_tfrecord_dir(directory: str) -> str:
       f"{len(manifest.shards)} shards ({sum(sizes) / 1e6:.1f} MB, "
       f"{min(counts)}-{max(counts)} records each), image size {manifest.image_size}, "
       f"seed {manifest.seed}",
+      f"  manifest format {manifest.format_version}, {manifest.digest_algorithm} digest "
+      "per shard (inspect_data --verify checks them)",
       f"  source: {manifest.source.get('rec_dir')} ({manifest.source.get('layout')}, "
       f"{manifest.source.get('rec_size')} bytes)",
   ]
@@ -89,22 +117,57 @@ def describe_tfrecord_dir(directory: str) -> str:
 
 def describe_tfrecord_file(path: str) -> str:
   """Record count and samples of one `.tfrecord` file."""
-  count, _ = framing.digest(path)
-  return "\n".join([f"{path}: {count} records"] + _tfrecord_samples(path))
+  found = framing.scan(path, digest.DEFAULT)
+  return "\n".join([f"{path}: {found.num_records} records, {found.num_bytes} bytes, "
+                    f"{digest.DEFAULT} {found.digest}"] + _tfrecord_samples(path))
 
 
 def _tfrecord_samples(path: str) -> list[str]:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only to decode Examples)
   lines = []
-  for i, record in enumerate(framing.iter_records(path, check_crc=True)):
+  for i, (_, record) in enumerate(framing.iter_records(path)):
     if i == _SAMPLES:
       break
-    example = framing.decode_example(record)
-    image = example.get(schema.FEATURE_IMAGE, b"")
-    lines.append(f"  sample {os.path.basename(path)}[{i}]: label "
-                 f"{example.get(schema.FEATURE_LABEL)}, source key "
-                 f"{example.get(schema.FEATURE_KEY)}, {len(image)} bytes, image "
-                 f"{_image_shape(image)}")
+    feature = tf.train.Example.FromString(record).features.feature
+    label, key, image = (_value(feature[schema.FEATURE_LABEL].int64_list.value),
+                         _value(feature[schema.FEATURE_KEY].int64_list.value),
+                         _value(feature[schema.FEATURE_IMAGE].bytes_list.value) or b"")
+    lines.append(f"  sample {os.path.basename(path)}[{i}]: label {label}, source key {key}, "
+                 f"{len(image)} bytes, image {_image_shape(image)}")
   return lines
+
+
+def _value(values):
+  """The one value of a feature list as is; several (or none) as a list."""
+  return values[0] if len(values) == 1 else list(values)
+
+
+def verify(directory: str, progress: bool = True) -> tuple[str, bool]:
+  """Checks every shard of a TFRecord directory against its manifest.
+
+  Args:
+    directory: a `rec2tfrecord` output directory.
+    progress: show bytes read, rate and ETA on stderr.
+
+  Returns:
+    `(report, ok)`: one line per bad shard (path and problem) and a summary
+    line; `ok` is False when any shard is bad.
+
+  Raises:
+    FileNotFoundError, ValueError: no readable manifest.
+  """
+  manifest = schema.load_manifest(directory)
+  problems = integrity.verify_shards(directory, manifest, progress=progress)
+  total = sum(s.num_records for s in manifest.shards)
+  lines = [f"BAD {path}: {problem}" for path, problem in problems]
+  if problems:
+    lines.append(f"{directory}: {len(problems)} of {len(manifest.shards)} shards do not "
+                 f"match {schema.MANIFEST_NAME}")
+  else:
+    lines.append(f"{directory}: all {len(manifest.shards)} shards ({total} records) match "
+                 f"the {manifest.digest_algorithm} digests, sizes and record counts of "
+                 f"{schema.MANIFEST_NAME}")
+  return "\n".join(lines), not problems
 
 
 def describe_bin(path: str) -> str:

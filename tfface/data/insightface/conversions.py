@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from tfface import atomic
+from tfface import progress as progress_lib
 from tfface.data.insightface import rec as insightface_rec
 from tfface.data.insightface import rec_writer
 
@@ -29,19 +30,21 @@ def image_extension(data: bytes) -> str:
   return ".jpg"
 
 
-def rec_to_images(rec_dir, output_dir: str) -> int:
+def rec_to_images(rec_dir, output_dir: str, progress: bool = False) -> int:
   """Writes every image of a `.rec` dataset to `output_dir/<label>/<key>.jpg`.
 
   Args:
     rec_dir: a directory with `train.rec`/`train.idx`, or `(rec, idx)` paths.
     output_dir: destination root (created).
+    progress: show images written, rate and ETA on stderr.
 
   Returns:
     The number of images written.
   """
   count = 0
   with insightface_rec.InsightFaceRec(rec_dir) as rec:
-    for key, label, image in rec:
+    for key, label, image in progress_lib.progress(rec, total=rec.num_images, desc="rec2img",
+                                                   unit="images", disable=not progress):
       folder = os.path.join(output_dir, str(label))
       os.makedirs(folder, exist_ok=True)
       atomic.write_bytes(os.path.join(folder, f"{key}{image_extension(image)}"), image)
@@ -111,7 +114,7 @@ class Img2RecResult:
 
 
 def images_to_rec(image_dir: str, output_dir: str, resize: bool = False,
-                  size=(112, 112)) -> Img2RecResult:
+                  size=(112, 112), progress: bool = False) -> Img2RecResult:
   """Packs `image_dir/<identity>/*.jpg` into `train.lst/.rec/.idx` + `property`.
 
   Args:
@@ -119,6 +122,7 @@ def images_to_rec(image_dir: str, output_dir: str, resize: bool = False,
     output_dir: destination directory.
     resize: resize images of another size to `size` (else an error).
     size: `(height, width)` of the faces.
+    progress: show images packed, rate and ETA on stderr.
 
   Returns:
     An `Img2RecResult`.
@@ -129,7 +133,8 @@ def images_to_rec(image_dir: str, output_dir: str, resize: bool = False,
   items = list_image_folder(image_dir)
   os.makedirs(output_dir, exist_ok=True)
   with rec_writer.InsightFaceWriter(output_dir, image_size=size) as writer:
-    for path, label in items:
+    for path, label in progress_lib.progress(items, desc="img2rec", unit="images",
+                                             disable=not progress):
       writer.add(label, load_face_image(path, size, resize))
   write_lst(os.path.join(output_dir, "train.lst"), items)
   return Img2RecResult(writer.num_images, writer.num_classes, output_dir)

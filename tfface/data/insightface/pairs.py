@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from tfface import progress as progress_lib
 from tfface.data.insightface import conversions
 from tfface.data.insightface import verification_bin
 
@@ -60,12 +61,13 @@ def read_pairs(pairs_path: str, image_root: str) -> list[tuple[str, str, bool]]:
 
 
 def build_bin(pairs_path: str, image_root: str, output: str, size=(112, 112),
-              resize: bool = False) -> verification_bin.VerificationBin:
+              resize: bool = False, progress: bool = False) -> verification_bin.VerificationBin:
   """Builds an InsightFace verification `.bin` from a pairs file and images.
 
   Images are stored as their file bytes (as InsightFace's packing scripts
   do) when they already are `size`, else resized and re-encoded (JPEG q95)
-  if `resize`, else refused.
+  if `resize`, else refused. `progress` shows pairs done, rate and ETA on
+  stderr.
 
   Returns:
     The `VerificationBin` that was written.
@@ -76,7 +78,8 @@ def build_bin(pairs_path: str, image_root: str, output: str, size=(112, 112),
   pairs = read_pairs(pairs_path, image_root)
   cache: dict[str, bytes] = {}
   images, issame = [], []
-  for i, (path_a, path_b, same) in enumerate(pairs):
+  for i, (path_a, path_b, same) in enumerate(progress_lib.progress(
+      pairs, desc="make_bin", unit="pairs", disable=not progress)):
     for path in (path_a, path_b):
       if path not in cache:
         if not os.path.exists(path):

@@ -14,9 +14,10 @@ import time
 
 import numpy as np
 
+from tfface import progress as progress_lib
 from tfface.data.insightface import rec_writer
-from tfface.data.synthetic import faces as synthetic_faces
 from tfface.data.insightface import verification_bin
+from tfface.data.synthetic import faces as synthetic_faces
 
 NUM_FOLDS = 10
 VAL_NAME = "synth_val.bin"
@@ -88,7 +89,7 @@ def make_pairs(num_pairs, num_identities, images_per_identity, rng):
 
 def generate(output_dir: str, num_identities: int = 300, images_per_identity: int = 30,
              num_pairs: int = 1200, seed: int = 0, num_val_identities: int = 100,
-             val_images_per_identity: int = 10, progress=None) -> SyntheticSummary:
+             val_images_per_identity: int = 10, progress: bool = False) -> SyntheticSummary:
   """Writes the synthetic dataset into `output_dir`.
 
   Args:
@@ -99,7 +100,7 @@ def generate(output_dir: str, num_identities: int = 300, images_per_identity: in
     seed: everything is a deterministic function of it.
     num_val_identities: identities (disjoint from training) the pairs use.
     val_images_per_identity: distinct photos each verification identity has.
-    progress: optional callable `(done_images, total_images)`.
+    progress: show training images drawn, rate and ETA on stderr.
 
   Returns:
     A `SyntheticSummary`.
@@ -120,12 +121,12 @@ def generate(output_dir: str, num_identities: int = 300, images_per_identity: in
   os.makedirs(output_dir, exist_ok=True)
   faces = _Faces(seed)
   total = num_identities * images_per_identity
-  with rec_writer.InsightFaceWriter(output_dir) as writer:
+  with rec_writer.InsightFaceWriter(output_dir) as writer, progress_lib.progress(
+      total=total, desc="make_synthetic", unit="images", disable=not progress) as bar:
     for person in range(num_identities):
       for image in range(images_per_identity):
         writer.add(person, faces.jpeg(person, image))
-      if progress:
-        progress(writer.num_images, total)
+      bar.update(images_per_identity)
 
   # Verification identities follow the training ones: never seen in training.
   rng = np.random.default_rng([seed, _PAIR_STREAM])

@@ -1,21 +1,24 @@
-"""Many `tf.train.Example`s framed as TFRecords in one buffer, with numpy.
+"""tfface's `tf.train.Example`s framed as TFRecords, a whole shard at a time, with numpy.
 
-`framing.encode_example` + `frame` build each record from a handful of
-Python byte strings, about 10 us per record. A transcode worker writes
-thousands of records per shard whose only varying parts are a few varints
-(lengths, label, key), so here every record's bytes around its image are laid
-out for the whole shard at once: varints as (records, 10) byte matrices,
-pieces concatenated by scatter. The caller copies the images into the slots
-`layout` leaves and `seal` adds the CRCs. The bytes are exactly those of
-`frame([encode_example(image, label, key), ...])` (tests compare them).
+The library path, `tf.train.Example(...).SerializeToString()` written by
+`tf.io.TFRecordWriter`, costs Python objects and calls per record and needs
+TensorFlow in every transcode worker; `benchmarks/transcode.py` times both
+paths in the same run (see docs/data.md for the figures). A shard's records
+differ only in a few varints (lengths, label, key) around the image, so here
+the bytes around every image of a shard are laid out at once: varints as
+(records, width) byte matrices, the pieces concatenated by one masked copy.
+The caller copies the images into the slots `layout` leaves and `seal` adds
+the CRCs (`google-crc32c`). The result is byte for byte what the library
+path writes with `SerializeToString(deterministic=True)` (map entries in key
+order); tests/test_transcode.py compares the two.
 """
 import dataclasses
 
+import google_crc32c
 import numpy as np
 
-from tfface.data.tfrecord import crc32c
 from tfface.data.tfrecord import framing
-
+from tfface.data.tfrecord import schema
 
 
 def varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,9 +45,22 @@ def _table(entries: list) -> tuple[np.ndarray, np.ndarray]:
   return matrix, np.array([len(e or b"") for e in entries])
 
 
-_LABEL_HEADS = _table(framing.LABEL_HEADS)  # indexed by the label varint width
-_KEY_HEADS = _table(framing.KEY_HEADS)
-_IMAGE_HEAD = framing.IMAGE_NAME + b"\x12"  # feature name, then the Feature tag
+def _int64_entry_heads(name: str) -> list[bytes | None]:
+  """Per varint width n (1..10): the bytes of an int64 map entry before its value."""
+  key = name.encode()
+  # {1: name, 2: Feature{3: Int64List{1: packed value}}}; every length < 128.
+  return [None] + [bytes((0x0A, 2 + len(key) + 6 + n, 0x0A, len(key))) + key
+                   + bytes((0x12, 4 + n, 0x1A, 2 + n, 0x0A, n)) for n in range(1, 11)]
+
+
+# Map entries in key order, as deterministic serialization writes them:
+# image/class/label, image/encoded, image/source_key.
+_LABEL_HEAD_BYTES = _int64_entry_heads(schema.FEATURE_LABEL)
+_KEY_HEAD_BYTES = _int64_entry_heads(schema.FEATURE_KEY)
+_LABEL_HEADS = _table(_LABEL_HEAD_BYTES)  # indexed by the label varint width
+_KEY_HEADS = _table(_KEY_HEAD_BYTES)
+# {1: name, then the Feature tag}
+_IMAGE_HEAD = bytes((0x0A, len(schema.FEATURE_IMAGE))) + schema.FEATURE_IMAGE.encode() + b"\x12"
 
 
 def _constant(data: bytes, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +83,8 @@ def _concatenate(pieces) -> tuple[np.ndarray, np.ndarray]:
 
 # The most bytes around one image: framing 16, tags 4, 7 varints of up to 10
 # bytes, feature names.
-_RECORD_OVERHEAD = 16 + 4 + 7 * 10 + len(framing.LABEL_HEADS[10]) + len(
-    framing.KEY_HEADS[10]) + len(_IMAGE_HEAD)
+_RECORD_OVERHEAD = framing.OVERHEAD + 4 + 7 * 10 + len(_LABEL_HEAD_BYTES[10]) + len(
+    _KEY_HEAD_BYTES[10]) + len(_IMAGE_HEAD)
 
 
 def size_bound(image_lengths: np.ndarray) -> int:
@@ -86,7 +102,7 @@ class Layout:
   example_end: np.ndarray
 
 
-def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Layout:
+def layout(image_lengths, labels, keys, scratch=None) -> Layout:
   """Lays out the TFRecords of Examples `(image, label, key)` given the image sizes.
 
   Args:
@@ -105,7 +121,7 @@ def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Lay
   v_label, w_label = varints(labels)
   v_key, w_key = varints(keys)
   v_image, w_image = varints(n_image)
-  # Message sizes from the inside out, as encode_example computes them.
+  # Message sizes from the inside out.
   bytes_list = 1 + w_image + n_image
   v_bytes_list, w_bytes_list = varints(bytes_list)
   feature = 1 + w_bytes_list + bytes_list
@@ -119,7 +135,7 @@ def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Lay
   example = 1 + w_features + features
   tag = _constant(b"\x0a", count)
   length = example.astype("<u8").view(np.uint8).reshape(count, 8)
-  length_crc = crc32c.mask(crc32c.crc32c_rows(length)).astype("<u4").view(np.uint8)
+  length_crc = framing.mask(_crc32c_each(length)).astype("<u4").view(np.uint8)
   head, head_size = _concatenate([
       (length, np.full(count, 8)), (length_crc.reshape(count, 4), np.full(count, 4)),
       tag, (v_features, w_features), label_heads, (v_label, w_label), tag,
@@ -130,7 +146,7 @@ def layout(image_lengths, labels, keys, scratch: bytearray | None = None) -> Lay
   start = np.cumsum(sizes) - sizes
   total = int(sizes.sum())
   buffer = (memoryview(scratch)[:total] if scratch is not None and len(scratch) >= total
-            else bytearray(total))
+            else bytearray(total))  # records tile the buffer: every byte is written
   _scatter(buffer, start, head, head_size)
   image_at = start + head_size
   _scatter(buffer, image_at + n_image, tail, tail_size)
@@ -144,9 +160,16 @@ def _scatter(buffer, at: np.ndarray, flat: np.ndarray, sizes: np.ndarray):
   np.frombuffer(buffer, dtype=np.uint8)[target] = flat
 
 
+def _crc32c_each(messages) -> np.ndarray:
+  """CRC-32C of each message (uint8 numpy arrays: google-crc32c reads them in place)."""
+  return np.fromiter(map(google_crc32c.value, messages), dtype=np.uint32)
+
+
 def seal(framed: Layout):
   """Writes the masked CRC-32C of every Example (call once the images are in)."""
-  crcs = crc32c.mask(crc32c.crc32c_spans(framed.buffer, framed.example_start,
-                                         framed.example_end))
+  data = np.frombuffer(framed.buffer, dtype=np.uint8)
+  crcs = framing.mask(_crc32c_each(
+      data[start:end] for start, end in zip(framed.example_start.tolist(),
+                                            framed.example_end.tolist())))
   _scatter(framed.buffer, framed.example_end, crcs.astype("<u4").view(np.uint8),
            np.full(len(crcs), 4))

@@ -1,293 +1,131 @@
-"""TFRecord files without TensorFlow: `tf.train.Example` encoding, framing, checks.
+"""TFRecord framing without TensorFlow: reading records, checking their CRCs.
 
 A TFRecord file is a sequence of `uint64 length`, `uint32 masked_crc32c(length)`,
-`data`, `uint32 masked_crc32c(data)`. Writing it here (rather than with
-`tf.io.TFRecordWriter`) keeps the transcode workers free of TensorFlow, so
-they start in milliseconds; `tests/test_transcode.py` checks that tf.data
-reads the result.
+`data`, `uint32 masked_crc32c(data)`, where CRC-32C (`google-crc32c`) is
+masked as `((crc >> 15) | (crc << 17)) + 0xa282ead8`. Walking that takes a
+few lines, and doing it here keeps integrity checks and `inspect_data` free
+of TensorFlow; `tf.data.TFRecordDataset` is the oracle in the tests.
 """
-import hashlib
+import dataclasses
 import os
 import struct
-import zlib
 from typing import Iterator
 
-from tfface import atomic
-from tfface.data.tfrecord import crc32c
-from tfface.data.tfrecord import schema
+import google_crc32c
+import numpy as np
 
-_U64 = struct.Struct("<Q")
+from tfface.data.tfrecord import digest as digest_lib
+
+HEADER = struct.Struct("<QI")  # data length, masked CRC of the 8 length bytes
+FOOTER = struct.Struct("<I")  # masked CRC of the data
+OVERHEAD = HEADER.size + FOOTER.size  # 16 framing bytes per record
+_MASK_DELTA = 0xA282EAD8
 _READ_BLOCK = 8 << 20
-# Crc batches of about this many bytes amortize numpy call overhead.
-_BATCH_BYTES = 4 << 20
 
 
-_SMALL_VARINTS = [bytes([v]) for v in range(128)]
+def mask(crc: np.ndarray) -> np.ndarray:
+  """TFRecord's masked CRC of each of a uint32 array: rotate right 15, add a constant."""
+  crc = np.asarray(crc, dtype=np.uint32).reshape(-1)  # 1-d: arrays wrap silently, scalars warn
+  return ((crc >> np.uint32(15)) | (crc << np.uint32(17))) + np.uint32(_MASK_DELTA)
 
 
-def _varint(value: int) -> bytes:
-  if 0 <= value < 0x80:
-    return _SMALL_VARINTS[value]
-  if 0 <= value < 0x4000:  # image lengths: the common case, without a loop
-    return bytes(((value & 0x7F) | 0x80, value >> 7))
-  value &= (1 << 64) - 1  # negative int64 as two's complement, like protobuf
-  out = bytearray()
-  while value > 0x7F:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
+def masked_crc32c(data) -> int:
+  """Masked CRC-32C of `data` (bytes or a uint8 numpy array: google-crc32c
+  takes no bytearray or memoryview)."""
+  return int(mask(google_crc32c.value(data))[0])
 
 
-def _int64_entry_heads(name: str) -> list[bytes]:
-  """Per varint width n (1..10): the bytes of an int64 map entry before its value."""
-  key = name.encode()
-  # {1: name, 2: Feature{3: Int64List{1: packed value}}}; every length < 128.
-  return [None] + [bytes((0x0A, 2 + len(key) + 6 + n, 0x0A, len(key))) + key
-                   + bytes((0x12, 4 + n, 0x1A, 2 + n, 0x0A, n)) for n in range(1, 11)]
+class CorruptRecord(ValueError):
+  """A record whose framing or CRC is wrong; `offset` is where it starts."""
+
+  def __init__(self, path: str, offset: int, reason: str):
+    super().__init__(f"{path}: corrupt record at byte offset {offset}: {reason}")
+    self.path, self.offset, self.reason = path, offset, reason
 
 
-# Example pieces, shared with the vectorized encoder in example_batch.
-LABEL_HEADS = _int64_entry_heads(schema.FEATURE_LABEL)
-KEY_HEADS = _int64_entry_heads(schema.FEATURE_KEY)
-IMAGE_NAME = bytes((0x0A, len(schema.FEATURE_IMAGE))) + schema.FEATURE_IMAGE.encode()
-
-
-def encode_example(image: bytes, label: int, key: int) -> bytes:
-  """Serializes the `tf.train.Example` of one face image (see `schema`).
-
-  The bytes parse with `tf.train.Example.FromString` and `tf.io.parse_example`;
-  building them by hand is several times faster than the protobuf classes.
-  Map entries are written label, image, key (protobuf accepts any order).
-  """
-  n = len(image)
-  v_image = _varint(n)
-  bytes_list = 1 + len(v_image) + n  # BytesList{1: image}
-  v_bytes_list = _varint(bytes_list)
-  feature = 1 + len(v_bytes_list) + bytes_list  # Feature{1: bytes_list}
-  v_feature = _varint(feature)
-  entry = len(IMAGE_NAME) + 1 + len(v_feature) + feature  # {1: name, 2: feature}
-  v_entry = _varint(entry)
-  v_label, v_key = _varint(label), _varint(key)
-  label_head, key_head = LABEL_HEADS[len(v_label)], KEY_HEADS[len(v_key)]
-  features = (len(label_head) + len(v_label) + 1 + len(v_entry) + entry + len(key_head)
-              + len(v_key))
-  return b"".join((b"\x0a", _varint(features), label_head, v_label, b"\x0a", v_entry,
-                   IMAGE_NAME, b"\x12", v_feature, b"\x0a", v_bytes_list, b"\x0a", v_image,
-                   image, key_head, v_key))
-
-
-def frame(records: list[bytes]) -> bytes:
-  """TFRecord framing of a batch of records, CRCs computed in one vectorized pass."""
-  lengths = [_U64.pack(len(r)) for r in records]
-  crcs = crc32c.masked_crc32c_many(lengths + records)
-  n = len(records)
-  out = []
-  for i, record in enumerate(records):
-    out += (lengths[i], struct.pack("<I", crcs[i]), record, struct.pack("<I", crcs[n + i]))
-  return b"".join(out)
-
-
-class TFRecordWriter(atomic.CommitOnSuccess):
-  """Writes one TFRecord file under a temporary name; renames it on `close()`.
-
-  Tracks the record count and the SHA-256 of the bytes written, which the
-  manifest records.
-  """
-
-  def __init__(self, path: str):
-    self.path = path
-    self._tmp = atomic.temporary_name(path)
-    self._file = open(self._tmp, "wb")
-    self._pending: list[bytes] = []
-    self._pending_bytes = 0
-    self._sha = hashlib.sha256()
-    # What verify() compares the file with, per write: (size, zlib.crc32) of
-    # a batch of write() calls, or the buffer given to write_framed().
-    self._written: list[tuple[int, int] | memoryview] = []
-    self.num_records = 0
-    self.num_bytes = 0
-
-  def write(self, record: bytes):
-    """Queues one serialized record; batches are framed and written together."""
-    self._pending.append(record)
-    self._pending_bytes += len(record)
-    if self._pending_bytes >= _BATCH_BYTES:
-      self._flush()
-
-  def write_framed(self, data, num_records: int):
-    """Writes `num_records` records already framed (e.g. by `example_batch`).
-
-    `data` must stay unchanged until `verify()`, which compares the file with it.
-    """
-    self._flush()
-    view = memoryview(data).cast("B")
-    self._file.write(view)
-    self._sha.update(view)
-    self._written.append(view)
-    self.num_records += num_records
-    self.num_bytes += len(view)
-
-  def _flush(self):
-    if not self._pending:
-      return
-    data = frame(self._pending)
-    self._file.write(data)
-    self._sha.update(data)
-    self._written.append((len(data), zlib.crc32(data)))
-    self.num_records += len(self._pending)
-    self.num_bytes += len(data)
-    self._pending, self._pending_bytes = [], 0
-
-  @property
-  def sha256(self) -> str:
-    return self._sha.hexdigest()
-
-  def finish(self):
-    """Writes out and syncs everything; the file keeps its temporary name."""
-    if self._file.closed:
-      return
-    self._flush()
-    self._file.flush()
-    os.fsync(self._file.fileno())
-    self._file.close()
-
-  def verify(self):
-    """Reads the finished file back and checks it holds exactly the bytes written.
-
-    Compares with the buffers given to `write_framed` (memcmp speed) or a
-    cheap checksum per batch of `write` calls (the SHA-256 is computed once,
-    while writing); raises OSError naming the file and byte offset otherwise.
-    """
-    self.finish()
-    offset = 0
-    with open(self._tmp, "rb") as f:
-      for written in self._written:
-        if isinstance(written, memoryview):
-          block = bytearray()
-          for start in range(0, len(written), _READ_BLOCK):
-            expected = written[start:start + _READ_BLOCK]
-            if len(block) != len(expected):
-              block = bytearray(len(expected))
-            # bytearray == memoryview is a memcmp (bytes == memoryview is not).
-            if f.readinto(block) != len(block) or block != expected:
-              raise OSError(f"{self.path}: the bytes read back at byte offset "
-                            f"{offset + start} differ from the bytes written")
-          offset += len(written)
-          continue
-        size, check = written
-        data = f.read(size)
-        if len(data) != size or zlib.crc32(data) != check:
-          raise OSError(f"{self.path}: the bytes read back at byte offset {offset} differ "
-                        "from the bytes written")
-        offset += size
-      if f.read(1):
-        raise OSError(f"{self.path}: unexpected bytes after byte offset {offset}")
-
-  def close(self):
-    """`finish()`, then gives the file its final name."""
-    self.finish()
-    os.replace(self._tmp, self.path)
-
-  def abort(self):
-    """Drops the temporary file."""
-    self._file.close()
-    if os.path.exists(self._tmp):
-      os.remove(self._tmp)
-
-
-def digest(path: str) -> tuple[int, str]:
-  """Walks a TFRecord file's framing; returns `(num_records, sha256 hex)`.
-
-  Reads in large blocks, so it runs at disk speed. CRCs are not checked here
-  (`iter_records(check_crc=True)` does).
+def iter_records(path: str) -> Iterator[tuple[int, bytes]]:
+  """Yields `(byte_offset, data)` of every record, checking both CRCs of each.
 
   Raises:
-    ValueError: the framing runs past the end of the file (truncated).
+    CorruptRecord: at the first record that is truncated or fails a CRC.
   """
-  sha = hashlib.sha256()
   size = os.path.getsize(path)
-  count, next_record, position = 0, 0, 0
+  with open(path, "rb", buffering=1 << 20) as f:
+    offset = 0
+    while offset < size:
+      head = f.read(HEADER.size)
+      if len(head) < HEADER.size:
+        raise CorruptRecord(path, offset, f"truncated: {size - offset} bytes left, a record "
+                            f"header takes {HEADER.size}")
+      length, length_crc = HEADER.unpack(head)
+      if masked_crc32c(head[:8]) != length_crc:
+        raise CorruptRecord(path, offset, f"length CRC mismatch (length field {length})")
+      if offset + OVERHEAD + length > size:
+        raise CorruptRecord(path, offset, f"truncated: a {length}-byte record does not fit "
+                            f"in the {size - offset - OVERHEAD} bytes left")
+      data = f.read(length)
+      (data_crc,) = FOOTER.unpack(f.read(FOOTER.size))
+      if masked_crc32c(data) != data_crc:
+        raise CorruptRecord(path, offset, f"data CRC mismatch ({length}-byte record)")
+      yield offset, data
+      offset += OVERHEAD + length
+
+
+@dataclasses.dataclass
+class FileScan:
+  """What one pass over a TFRecord file found."""
+
+  num_records: int
+  num_bytes: int
+  digest: str
+
+
+def scan(path: str, algorithm: str, on_bytes=None) -> FileScan:
+  """Digests a TFRecord file and counts its records by their length fields.
+
+  One pass in large blocks (disk speed). The CRC of each length field is
+  checked, so a damaged length is reported as such; the data CRCs are not
+  (`iter_records` checks them).
+
+  Args:
+    path: the file.
+    algorithm: a `digest.ALGORITHMS` entry.
+    on_bytes: optional callable `(num_bytes)` after each block (progress).
+
+  Raises:
+    CorruptRecord: a length field fails its CRC, or the framing runs past
+      the end of the file (truncated).
+  """
+  hasher = digest_lib.new(algorithm)
+  size = os.path.getsize(path)
+  count, next_record, position, start = 0, 0, 0, 0
   tail = b""
   with open(path, "rb") as f:
-    while True:
-      block = f.read(_READ_BLOCK)
-      if not block:
-        break
-      sha.update(block)
+    while block := f.read(_READ_BLOCK):
+      hasher.update(block)
       data = tail + block
       base = position - len(tail)
-      while next_record + 8 <= base + len(data):
-        length = _U64.unpack_from(data, next_record - base)[0]
-        next_record += 16 + length
+      while next_record + HEADER.size <= base + len(data):
+        start = next_record
+        at = next_record - base
+        length, length_crc = HEADER.unpack_from(data, at)
+        if masked_crc32c(data[at:at + 8]) != length_crc:
+          raise CorruptRecord(path, start, f"length CRC mismatch (length field {length})")
+        next_record += OVERHEAD + length
         count += 1
       keep = max(0, next_record - base)
       tail = data[keep:] if keep < len(data) else b""
       position += len(block)
+      if on_bytes:
+        on_bytes(len(block))
   if next_record != size:
-    raise ValueError(f"{path}: truncated TFRecord: the record starting before byte offset "
-                     f"{min(next_record, size)} does not fit in the file ({size} bytes)")
-  return count, sha.hexdigest()
-
-
-def iter_records(path: str, check_crc: bool = False) -> Iterator[bytes]:
-  """Yields the records of a TFRecord file (optionally checking every CRC)."""
-  with open(path, "rb") as f:
-    offset = 0
-    while True:
-      head = f.read(12)
-      if not head:
-        return
-      if len(head) < 12:
-        raise ValueError(f"{path}: truncated record header at byte offset {offset}")
-      length = _U64.unpack_from(head)[0]
-      body = f.read(length + 4)
-      if len(body) < length + 4:
-        raise ValueError(f"{path}: truncated record at byte offset {offset}")
-      record = body[:length]
-      if check_crc:
-        want = struct.unpack("<I", head[8:]) + struct.unpack("<I", body[length:])
-        got = tuple(int(c) for c in crc32c.masked_crc32c_many([head[:8], record]))
-        if got != want:
-          raise ValueError(f"{path}: CRC mismatch in the record at byte offset {offset}")
-      yield record
-      offset += 16 + length
-
-
-def decode_example(record: bytes) -> dict:
-  """Minimal `tf.train.Example` parser for tfface's own schema (inspection, tests)."""
-  out = {}
-  features, _ = _read_field(record, 0)
-  pos = 0
-  while pos < len(features):
-    entry, pos = _read_field(features, pos)
-    name, after = _read_field(entry, 0)
-    feature, _ = _read_field(entry, after)
-    kind = feature[0]
-    inner, _ = _read_field(feature, 0)
-    value, _ = _read_field(inner, 0)
-    out[name.decode()] = value if kind == 0x0A else _read_varint(value, 0)[0]
-  return out
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-  shift = value = 0
-  while True:
-    byte = data[pos]
-    value |= (byte & 0x7F) << shift
-    pos += 1
-    shift += 7
-    if byte < 0x80:
-      return (value - (1 << 64) if value >= 1 << 63 else value), pos
-
-
-def _read_field(data: bytes, pos: int) -> tuple[bytes, int]:
-  """Reads a length-delimited field at `pos` (tag byte, varint length, bytes)."""
-  length, start = _read_varint(data, pos + 1)
-  return data[start:start + length], start + length
+    raise CorruptRecord(path, start if next_record > size else next_record,
+                        f"truncated: the framing ends at byte {next_record}, the file at "
+                        f"{size}")
+  return FileScan(count, size, hasher.hexdigest())
 
 
 def tfrecord_files(directory: str) -> list[str]:
-  """The shard files of a TFRecord directory, sorted."""
+  """The `.tfrecord` files of a directory, sorted."""
   return sorted(os.path.join(directory, f) for f in os.listdir(directory)
                 if f.endswith(".tfrecord"))

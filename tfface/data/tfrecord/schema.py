@@ -7,7 +7,9 @@ One `tf.train.Example` per face image:
 * `image/source_key`: int64 key of the record in the source `.rec`.
 
 Shards are `train-00000-of-00016.tfrecord` ... beside a `manifest.json`
-describing them (see `Manifest`).
+describing them (see `Manifest`). Manifest format 2 records each shard's
+size and a digest whose algorithm it names; format 1 (SHA-256 only, no
+sizes) is still read.
 """
 import dataclasses
 import json
@@ -15,13 +17,15 @@ import os
 from typing import Any
 
 from tfface import atomic
+from tfface.data.tfrecord import digest
 
 FEATURE_IMAGE = "image/encoded"
 FEATURE_LABEL = "image/class/label"
 FEATURE_KEY = "image/source_key"
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT_VERSION = 1
+MANIFEST_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
@@ -32,9 +36,12 @@ def shard_name(index: int, count: int, split: str = "train") -> str:
 
 @dataclasses.dataclass
 class ShardInfo:
+  """One shard as the manifest records it."""
+
   file: str
   num_records: int
-  sha256: str
+  digest: str  # hex, of the manifest's `digest_algorithm`
+  num_bytes: int | None = None  # None in format 1 manifests
 
 
 @dataclasses.dataclass
@@ -47,6 +54,7 @@ class Manifest:
   seed: int
   shards: list[ShardInfo]
   source: dict[str, Any] = dataclasses.field(default_factory=dict)
+  digest_algorithm: str = digest.DEFAULT
   format_version: int = MANIFEST_FORMAT_VERSION
 
   def to_json(self) -> str:
@@ -54,17 +62,28 @@ class Manifest:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any], path: str = "<dict>") -> "Manifest":
+    """Reads format 2, or format 1 (`sha256` per shard, no sizes)."""
     try:
       version = d.get("format_version")
-      if version != MANIFEST_FORMAT_VERSION:
+      if version not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
             f"{path}: unsupported manifest format_version {version!r}; "
-            f"this tfface reads version {MANIFEST_FORMAT_VERSION}")
-      shards = [ShardInfo(**s) for s in d["shards"]]
+            f"this tfface reads versions {READABLE_FORMAT_VERSIONS}")
+      if version == 1:
+        algorithm = digest.SHA256
+        shards = [ShardInfo(s["file"], int(s["num_records"]), s["sha256"]) for s in d["shards"]]
+      else:
+        algorithm = d["digest_algorithm"]
+        if algorithm not in digest.ALGORITHMS:
+          raise ValueError(f"{path}: unknown digest_algorithm {algorithm!r}; this tfface "
+                           f"knows {', '.join(digest.ALGORITHMS)}")
+        shards = [ShardInfo(s["file"], int(s["num_records"]), s["digest"], int(s["num_bytes"]))
+                  for s in d["shards"]]
       return cls(
           num_images=int(d["num_images"]), num_classes=int(d["num_classes"]),
           image_size=d.get("image_size"), seed=int(d["seed"]), shards=shards,
-          source=dict(d.get("source", {})), format_version=version)
+          source=dict(d.get("source", {})), digest_algorithm=algorithm,
+          format_version=version)
     except (KeyError, TypeError) as e:
       raise ValueError(f"{path}: malformed manifest ({e!r})") from e
 

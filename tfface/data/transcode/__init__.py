@@ -1,5 +1,6 @@
 """`.rec` -> globally shuffled, sharded TFRecords (`tools/rec2tfrecord.py`).
 
-`transcode.transcode(...)` orchestrates; `shard_writer` is a worker's job;
-`rec_batch` reads a group of records in one pass.
+`transcode.transcode(...)` plans, runs the workers and writes the manifest;
+`shard_writer` is one worker's job (read a group of shards' records, frame,
+write, verify); `rec_batch` reads a group's `.rec` records in bulk.
 """

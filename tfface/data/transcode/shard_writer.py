@@ -2,10 +2,9 @@
 
 Runs in worker processes (see `transcode`), so it only needs the `.rec` path
 and the records' keys and byte offsets; it never imports TensorFlow. A
-group's records are read together, in file order (`rec_batch`: a
-sequential pass when they are dense), checked with numpy, and each shard is
-then framed in one buffer (`example_batch`), written under a temporary name,
-read back, and renamed.
+group's records are read together, in file order (`rec_batch`), checked
+with numpy, and each shard is then framed in one buffer (`example_batch`),
+written under a temporary name, digested, read back and renamed.
 """
 import dataclasses
 import os
@@ -13,24 +12,43 @@ import os
 import numpy as np
 
 from tfface import atomic
-from tfface.data.tfrecord import example_batch
 from tfface.data.insightface import rec as insightface_rec
-from tfface.data.transcode import rec_batch
 from tfface.data.insightface import recordio
+from tfface.data.tfrecord import digest
+from tfface.data.tfrecord import example_batch
 from tfface.data.tfrecord import schema
-from tfface.data.tfrecord import framing
+from tfface.data.transcode import rec_batch
 
 # Leading bytes of the image formats tf.io.decode_image reads.
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 STATE_DIR = ".rec2tfrecord"  # per-shard sidecars and the plan of a transcode
 
 _counter = None  # shared progress counter of a worker process
+# Buffers kept between the groups that one process writes, by name: fresh
+# memory costs a page fault per 4 KiB page. `release_buffers` frees them.
+_reused: dict[str, np.ndarray] = {}
 
 
 def init_worker(counter):
   """Pool initializer: keeps the shared progress counter."""
   global _counter
   _counter = counter
+
+
+def _buffer(name: str, size: int) -> np.ndarray:
+  """A reused uint8 buffer of at least `size` bytes, uninitialized.
+
+  Uninitialized (`np.empty`): `bytearray(size)` would zero it first, which
+  costs 8x what filling it does (81 vs 10 ms for 200 MB).
+  """
+  if len(_reused.get(name, b"")) < size:
+    _reused[name] = np.empty(size, np.uint8)
+  return _reused[name]
+
+
+def release_buffers():
+  """Frees the buffers kept for the next group (call when a process is done)."""
+  _reused.clear()
 
 
 def _report_shared(n: int):
@@ -53,6 +71,7 @@ class ShardTask:
   # Where each record ends at the latest (next record's offset in the .rec, or
   # its size); plans the reads. None: the next offset among the task's own.
   ends: np.ndarray | None = None
+  digest_algorithm: str = digest.DEFAULT  # of the shard digests
 
   @property
   def name(self) -> str:
@@ -125,7 +144,9 @@ def _read_group(tasks: list[ShardTask]):
   keys = np.concatenate([t.keys for t in tasks])
   order = np.argsort(offsets, kind="stable")
   offsets, keys = offsets[order], keys[order]
-  images = rec_batch.read_images(task.rec_path, offsets, _record_ends(tasks, order, offsets))
+  ends = _record_ends(tasks, order, offsets)
+  images = rec_batch.read_images(task.rec_path, offsets, ends,
+                                 _buffer("staging", int(np.sum(ends - offsets))))
   # float -> int64 truncates toward zero like int(); huge or non-finite labels
   # stay on the exact path (int() raises there, as it always did).
   finite = np.abs(images.label) < 2.0**62
@@ -149,7 +170,7 @@ def _read_group(tasks: list[ShardTask]):
 
 
 def _frame(chosen: np.ndarray, images: rec_batch.Images, labels: np.ndarray,
-           keys: np.ndarray, slow: dict, scratch: bytearray) -> memoryview:
+           keys: np.ndarray, slow: dict, scratch: np.ndarray) -> memoryview:
   """The TFRecord bytes of the file-ordered records `chosen`, in that order."""
   staged = images.length[chosen]  # 0 for the images read the exact way
   lengths = staged.copy()
@@ -170,16 +191,18 @@ def _frame(chosen: np.ndarray, images: rec_batch.Images, labels: np.ndarray,
 def write_shards(tasks: list[ShardTask], report=None) -> list[dict]:
   """Reads the records of a group of shards once, then writes each shard.
 
-  Each shard is written to a temporary name, read back and checked, given a
-  sidecar, and renamed; shards finished before an error stay complete.
+  Each shard is written to a temporary name, digested, read back and
+  checked, given a sidecar, and renamed; shards finished before an error
+  stay complete.
 
   Args:
     tasks: `ShardTask`s of the same `.rec` (a group sized to fit in memory).
-    report: callable `(num_records)` for progress; defaults to the counter
-      shared with the parent process.
+    report: callable `(num_records)` called after each shard with its count
+      of source records (progress); defaults to the counter shared with the
+      parent process.
 
   Returns:
-    Each shard's sidecar: file, num_records, sha256, min/max label, bytes.
+    Each shard's sidecar: file, num_records, num_bytes, digest, min/max label.
 
   Raises:
     ValueError: a record that is corrupt, not an image, or labelled outside
@@ -190,19 +213,16 @@ def write_shards(tasks: list[ShardTask], report=None) -> list[dict]:
   # where[g]: file-ordered index of record g of the concatenated tasks.
   where = np.empty_like(order)
   where[order] = np.arange(len(order))
-  scratch = bytearray()  # reused by the shards: fresh memory costs page faults
   results, first = [], 0
   for task in tasks:
     chosen = where[first:first + len(task.keys)]  # write order
     first += len(task.keys)
     chosen = chosen[is_image[chosen]]
     bound = example_batch.size_bound(images.length[chosen]) + sum(map(len, slow.values()))
-    if len(scratch) < bound:
-      scratch = bytearray(bound)
-    with _frame(chosen, images, labels, keys, slow, scratch) as data:
-      results.append(_write(task, data, len(chosen), labels[chosen]))
+    with _frame(chosen, images, labels, keys, slow, _buffer("framing", bound)) as data:
+      results.append(_commit(task, data, len(chosen), labels[chosen]))
     if report:
-      report(len(chosen))
+      report(len(task.keys))
   return results
 
 
@@ -211,24 +231,53 @@ def write_shard(task: ShardTask, report=None) -> dict:
   return write_shards([task], report)[0]
 
 
-def _write(task: ShardTask, data, num_records: int, labels: np.ndarray) -> dict:
-  """Writes, verifies, records and renames one shard; returns its sidecar."""
+def write_verified(path: str, data, algorithm: str) -> str:
+  """Writes `data` to `path`, syncs it and reads it back; returns its hex digest.
+
+  The digest is computed here, before the write: computing it in a second
+  thread beside the write, sync and read-back measured no faster on 2 cores,
+  where every core already runs a worker (benchmarks/transcode.py, contender
+  threaded_digest).
+
+  Raises:
+    OSError: the bytes read back differ from `data` (names the byte offset).
+  """
+  view = memoryview(data).cast("B")
+  hasher = digest.new(algorithm)
+  hasher.update(view)
+  with open(path, "wb") as f:
+    f.write(view)
+    f.flush()
+    os.fsync(f.fileno())
+  _check_read_back(path, view)
+  return hasher.hexdigest()
+
+
+def _check_read_back(path: str, expected: memoryview, block_size: int = 1 << 20):
+  """Raises OSError unless the file at `path` holds exactly `expected`."""
+  block = bytearray(block_size)
+  with open(path, "rb", buffering=0) as f:
+    for start in range(0, len(expected), block_size):
+      want = expected[start:start + block_size]
+      if len(block) != len(want):
+        block = bytearray(len(want))
+      # bytearray == memoryview is a memcmp (memoryview == memoryview is not).
+      if f.readinto(block) != len(block) or block != want:
+        raise OSError(f"{path}: the bytes read back at byte offset {start} (a block of "
+                      f"{len(want)}) differ from the bytes written")
+    if f.read(1):
+      raise OSError(f"{path}: unexpected bytes after byte offset {len(expected)}")
+
+
+def _commit(task: ShardTask, data, num_records: int, labels: np.ndarray) -> dict:
+  """Writes and verifies one shard under a temporary name, then its sidecar, then renames it."""
   path = os.path.join(task.output_dir, task.name)
-  writer = framing.TFRecordWriter(path)
-  try:
-    writer.write_framed(data, num_records)
-    # Read the file back before it gets its final name: what is on disk must be
-    # exactly what was written.
-    writer.verify()
-    result = {"file": task.name, "num_records": writer.num_records, "sha256": writer.sha256,
-              "num_bytes": writer.num_bytes,
+  with atomic.replacing(path) as tmp:
+    result = {"file": task.name, "num_records": num_records, "num_bytes": len(data),
+              "digest": write_verified(tmp, data, task.digest_algorithm),
               "min_label": int(labels.min()) if len(labels) else None,
               "max_label": int(labels.max()) if len(labels) else None}
     # The sidecar goes first: a shard under its final name always has one.
     sidecar = os.path.join(task.output_dir, STATE_DIR, task.name + ".json")
     atomic.write_json(sidecar, result)
-    writer.close()
-  except BaseException:
-    writer.abort()
-    raise
   return result

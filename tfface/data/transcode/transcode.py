@@ -6,10 +6,10 @@ Each worker process owns whole shards: it opens the `.rec` itself, reads its
 records in file order (sequential I/O), writes them in permutation order as
 `tf.train.Example`s (image bytes copied, never re-encoded) to a temporary
 name and renames the shard when complete, after saving a small sidecar with
-its record count and SHA-256 in `OUT/.rec2tfrecord/`.
+its record count, size and digest in `OUT/.rec2tfrecord/`.
 
 A rerun resumes: complete shards (final name + sidecar) are kept, the rest
-are rewritten; the plan (seed, shard count, source sizes) must match. With
+are rewritten; the plan (seed, shard count, digest, source sizes) must match. With
 `num_workers_total > 1` several machines share one output directory, each
 writing the shards `i` with `i % num_workers_total == worker_index`; the run
 that finds every shard present verifies them and writes `manifest.json`.
@@ -21,16 +21,17 @@ import logging
 import multiprocessing
 import os
 import re
-import sys
 import time
 
 import numpy as np
 
 from tfface import atomic
+from tfface import progress as progress_lib
 from tfface.data.insightface import rec as insightface_rec
+from tfface.data.tfrecord import digest
+from tfface.data.tfrecord import framing
 from tfface.data.tfrecord import schema
 from tfface.data.transcode import shard_writer
-from tfface.data.tfrecord import framing
 
 transcode_log = logging.getLogger(__name__)
 
@@ -65,9 +66,11 @@ def _record_ends(rec: insightface_rec.InsightFaceRec, offsets: np.ndarray,
   return np.append(starts, rec_bytes)[np.searchsorted(starts, offsets, side="right")]
 
 
-def _plan(rec: insightface_rec.InsightFaceRec, num_shards: int, seed: int) -> dict:
+def _plan(rec: insightface_rec.InsightFaceRec, num_shards: int, seed: int,
+          digest_algorithm: str) -> dict:
   return {
       "format_version": schema.MANIFEST_FORMAT_VERSION,
+      "digest_algorithm": digest_algorithm,
       "rec_size": os.path.getsize(rec.rec_path),
       "idx_size": os.path.getsize(rec.idx_path) if rec.idx_path else None,
       "num_images": rec.num_images,
@@ -126,27 +129,6 @@ def load_sidecar(output_dir: str, index: int, count: int) -> dict | None:
     return json.load(f)
 
 
-class Progress:
-  """Prints `done/total images, rate, ETA` on one refreshed stderr line."""
-
-  def __init__(self, stream=None, min_interval: float = 0.5):
-    self.stream = stream or sys.stderr
-    self.min_interval = min_interval
-    self._last = 0.0
-
-  def __call__(self, done: int, total: int, elapsed: float, final: bool = False):
-    now = time.time()
-    if not final and now - self._last < self.min_interval:
-      return
-    self._last = now
-    rate = done / max(elapsed, 1e-9)
-    eta = (total - done) / rate if rate > 0 else float("inf")
-    eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
-    self.stream.write(f"\r{done:>10,}/{total:,} images  {rate:9,.0f} images/s  "
-                      f"ETA {eta_text}" + ("\n" if final else ""))
-    self.stream.flush()
-
-
 def _context():
   # Workers never touch TensorFlow, so fork is safe and avoids re-importing
   # the parent's modules (seconds per worker once TensorFlow is loaded).
@@ -166,20 +148,15 @@ def _groups(tasks: list, num_workers: int) -> list[list]:
   return [tasks[i::count] for i in range(count) if tasks[i::count]]
 
 
-def _run_tasks(tasks, num_workers, progress, total):
+def _run_tasks(tasks, num_workers, bar) -> list[dict]:
   """Writes shard groups in worker processes (or inline for one worker); returns results."""
-  start = time.time()
   results = []
   if num_workers <= 1 or len(tasks) <= 1:
-    done = [0]
-
-    def count(n):
-      done[0] += n
-      if progress:
-        progress(done[0], total, time.time() - start)
-
-    for group in tasks:
-      results += shard_writer.write_shards(group, count)
+    try:
+      for group in tasks:
+        results += shard_writer.write_shards(group, bar.update)
+    finally:
+      shard_writer.release_buffers()  # this process goes on: give the memory back
     return results
   ctx = _context()
   counter = ctx.Value("q", 0)
@@ -193,8 +170,7 @@ def _run_tasks(tasks, num_workers, progress, total):
             pending, timeout=0.5, return_when=concurrent.futures.FIRST_EXCEPTION)
         for future in finished:
           results += future.result()  # re-raises a worker's error
-        if progress:
-          progress(counter.value, total, time.time() - start)
+        bar.update(counter.value - bar.n)
     except BaseException:
       for future in pending:
         future.cancel()
@@ -235,7 +211,8 @@ class TranscodeResult:
 def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
               num_workers: int | None = None, seed: int = 0, worker_index: int = 0,
               num_workers_total: int = 1, resume: bool = True,
-              progress=None) -> TranscodeResult:
+              digest_algorithm: str = digest.DEFAULT,
+              progress: bool = False) -> TranscodeResult:
   """Converts an InsightFace `.rec` dataset into shuffled, sharded TFRecords.
 
   Args:
@@ -249,8 +226,9 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
     num_workers_total: how many machines share the shards.
     resume: keep complete shards of an earlier run with the same plan;
       False deletes earlier outputs first.
-    progress: optional callable `(done, total, elapsed_seconds, final=False)`,
-      e.g. `Progress()`.
+    digest_algorithm: the shard digest `manifest.json` records (one of
+      `digest.ALGORITHMS`).
+    progress: show images written, rate and ETA on stderr (`tfface.progress`).
 
   Returns:
     A `TranscodeResult`; its manifest is written and verified once all
@@ -262,6 +240,7 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
   """
   if not 0 <= worker_index < num_workers_total:
     raise ValueError(f"worker_index must be in [0, {num_workers_total}); got {worker_index}")
+  digest.new(digest_algorithm)  # an unknown algorithm fails before any work
   start = time.time()
   with insightface_rec.InsightFaceRec(rec_dir) as rec:
     if rec.num_images == 0:
@@ -273,7 +252,7 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
       raise ValueError(f"num_shards must be in [1, {rec.num_images}] (the number of "
                        f"images); got {num_shards}")
     os.makedirs(output_dir, exist_ok=True)
-    plan = _plan(rec, num_shards, seed)
+    plan = _plan(rec, num_shards, seed, digest_algorithm)
     _prepare_output(output_dir, plan, resume)
     mine = [i for i in range(num_shards) if i % num_workers_total == worker_index]
     _remove_temporaries(output_dir, mine, num_shards)
@@ -287,12 +266,12 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
     ends = _record_ends(rec, offsets, rec_bytes)
     tasks = [shard_writer.ShardTask(
         rec.rec_path, output_dir, i, num_shards, rec.image_keys[assignment[i]],
-        offsets[assignment[i]], num_classes, source_note, ends[assignment[i]]) for i in todo]
-    total = sum(len(t.keys) for t in tasks)
+        offsets[assignment[i]], num_classes, source_note, ends[assignment[i]],
+        digest_algorithm) for i in todo]
     workers = min(num_workers or os.cpu_count() or 1, max(1, len(tasks)))
-    results = _run_tasks(_groups(tasks, workers), workers, progress, total)
-    if progress:
-      progress(sum(r["num_records"] for r in results), total, time.time() - start, final=True)
+    with progress_lib.progress(total=sum(len(t.keys) for t in tasks), desc="rec2tfrecord",
+                               unit="records", disable=not progress) as bar:
+      results = _run_tasks(_groups(tasks, workers), workers, bar)
     manifest = None
     if all(load_sidecar(output_dir, i, num_shards) for i in range(num_shards)):
       manifest = finalize(output_dir, rec, plan, verified=todo)
@@ -313,24 +292,27 @@ def finalize(output_dir: str, rec: insightface_rec.InsightFaceRec, plan: dict,
       (kept from an earlier run or written by other machines) are read here.
 
   Raises:
-    ValueError: a shard whose record count or SHA-256 on disk differs from
-      what its writer recorded, or labels outside the class range.
+    ValueError: a shard whose record count, size or digest on disk differs
+      from what its writer recorded, or labels outside the class range.
   """
-  count = plan["num_shards"]
+  count, algorithm = plan["num_shards"], plan["digest_algorithm"]
   verified = set(verified)
   shards, max_label = [], -1
   for i in range(count):
     side = load_sidecar(output_dir, i, count)
+    recorded = schema.ShardInfo(side["file"], side["num_records"], side["digest"],
+                                side["num_bytes"])
     path = os.path.join(output_dir, side["file"])
-    if i in verified:
-      num_records, sha = side["num_records"], side["sha256"]
-    else:
-      num_records, sha = framing.digest(path)
-    if (num_records, sha) != (side["num_records"], side["sha256"]):
-      raise ValueError(f"{path}: on disk it has {num_records} records, sha256 {sha}; its "
-                       f"writer recorded {side['num_records']} records, sha256 "
-                       f"{side['sha256']}; rerun with --noresume")
-    shards.append(schema.ShardInfo(side["file"], num_records, sha))
+    if i not in verified:
+      found = framing.scan(path, algorithm)
+      on_disk = schema.ShardInfo(side["file"], found.num_records, found.digest,
+                                 found.num_bytes)
+      if on_disk != recorded:
+        raise ValueError(f"{path}: on disk it has {found.num_records} records, "
+                         f"{found.num_bytes} bytes, {algorithm} {found.digest}; its writer "
+                         f"recorded {recorded.num_records} records, {recorded.num_bytes} "
+                         f"bytes, {algorithm} {recorded.digest}; rerun with --noresume")
+    shards.append(recorded)
     if side["max_label"] is not None:
       max_label = max(max_label, side["max_label"])
   notes = list(rec.notes)
@@ -351,7 +333,8 @@ def finalize(output_dir: str, rec: insightface_rec.InsightFaceRec, plan: dict,
             "notes": notes}
   manifest = schema.Manifest(
       num_images=sum(s.num_records for s in shards), num_classes=num_classes,
-      image_size=image_size, seed=plan["seed"], shards=shards, source=source)
+      image_size=image_size, seed=plan["seed"], shards=shards, source=source,
+      digest_algorithm=algorithm)
   schema.save_manifest(output_dir, manifest)
   if schema.load_manifest(output_dir) != manifest:
     raise ValueError(f"{output_dir}: {schema.MANIFEST_NAME} does not read back as written")
