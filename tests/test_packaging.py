@@ -42,7 +42,8 @@ def test_installed_layout_has_library_tools_and_configs(installed):
 
 
 def test_console_script_help_describes_the_tool(installed):
-  proc = _console(installed, "rec2tfrecord", "--help")  # absl exits 1 after help
+  proc = _console(installed, "rec2tfrecord", "--help")
+  assert proc.returncode == 0, proc.stderr  # absl alone exits 1 after help
   text = proc.stdout + proc.stderr
   assert "globally shuffled, sharded TFRecords" in text  # the tool's docstring
   assert "--rec_dir" in text and "--num_shards" in text  # and its flags
@@ -53,5 +54,5 @@ def test_installed_train_finds_the_dataset_configs(installed):
   text = proc.stdout + proc.stderr
   # The --config default lies in the installation, not the checkout (absl
   # wraps long defaults: compare without whitespace).
-  expected = os.path.join(str(installed), "tfface_configs", "synthetic.py")
+  expected = os.path.join(str(installed), "tfface_configs", "emore.py")
   assert "".join(expected.split()) in "".join(text.split()), text[:2000]
