@@ -77,10 +77,12 @@ while seen < n:
     continue
   b.data[0].wait_to_read()
   if start is None:
-    start = time.perf_counter()  # the first batch pays for thread start-up
+    # The first batch pays for thread start-up.
+    start, cpu = time.perf_counter(), time.process_time()
   else:
     seen += batch
-print(seen / (time.perf_counter() - start))
+wall = time.perf_counter() - start
+print(seen / wall, (time.process_time() - cpu) / wall)
 """
 
 
@@ -127,7 +129,7 @@ def pipeline_rate(data_dir, batch_size, num_images, one_thread):
 
 
 def mxnet_rate(rec_dir, batch_size, num_images):
-  """MXNet ImageRecordIter images/s with one thread, or None when unavailable."""
+  """MXNet ImageRecordIter (images/s, cores busy) with one thread, or None."""
   python = os.environ.get("TFFACE_MXNET_PYTHON",
                           os.path.join(_REPO, ".venv-mxnet", "bin", "python"))
   rec = os.path.join(rec_dir or "", "train.rec")
@@ -136,7 +138,8 @@ def mxnet_rate(rec_dir, batch_size, num_images):
   out = subprocess.run([python, "-c", _MXNET_SCRIPT, rec_dir, str(batch_size),
                         str(num_images)],
                        capture_output=True, text=True, timeout=900, check=True)
-  return float(out.stdout.strip().splitlines()[-1])
+  rate, cores = out.stdout.strip().splitlines()[-1].split()
+  return float(rate), float(cores)
 
 
 def end_to_end(data_dir, manifest, batch_size, steps):
@@ -194,8 +197,12 @@ def main(argv):
   if mx is None:
     print("MXNet ImageRecordIter: skipped (no .rec or no mxnet interpreter)")
   else:
-    print(f"MXNet ImageRecordIter, 1 thread: {mx:,.0f} images/s; pipeline / MXNet = "
-          f"{one / mx:.2f}", flush=True)
+    (mx, mx_cores), per_cpu = mx, (one / o_cores)
+    print(f"MXNet ImageRecordIter, preprocess_threads=1: {mx:,.0f} images/s ({mx_cores:.2f} "
+          f"cores busy); pipeline / MXNet = {one / mx:.2f}, per CPU second "
+          f"{per_cpu / (mx / mx_cores):.2f}", flush=True)
+  print(f"per CPU second: pipeline {one / o_cores:,.0f}, ceiling {ceiling / c_cores:,.0f} "
+        f"images/s = {(one / o_cores) / (ceiling / c_cores):.2f} x ceiling", flush=True)
   if _TRAIN_STEPS.value:
     fed, cached = end_to_end(data_dir, manifest, _TRAIN_BATCH.value, _TRAIN_STEPS.value)
     print(f"tiny model, batch {_TRAIN_BATCH.value}: {fed:.2f} steps/s fed by the pipeline, "

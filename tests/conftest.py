@@ -1,6 +1,8 @@
 """Test-wide settings: quiet TensorFlow, repository paths, the mxnet reference interpreter."""
+import glob
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -45,3 +47,26 @@ def mxnet_python():
       pytest.fail("TFFACE_MXNET_PYTHON is not set and .venv-mxnet is missing; run `make test`")
     pytest.skip("mxnet reference venv not available (run `make test` to create it)")
   return path
+
+
+def free_ports(n):
+  """`n` TCP ports on 127.0.0.1 that were free a moment ago (for worker clusters)."""
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def tensorboard_scalars(workdir, tag="train/loss"):
+  """Full-precision scalars `{step: value}` of one tag from a workdir's event files."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          out[event.step] = float(tf.make_ndarray(value.tensor))
+  return out

@@ -27,6 +27,8 @@ def _command(data_dir, workdir):
           f"--data_dir={data_dir}",
           f"--workdir={workdir}", f"--total_steps={TOTAL}", "--checkpoint_every=3",
           "--batch_size=8", "--config.input.deterministic=True",
+          # The whole step compiled with XLA: its exactness and resume are tested here.
+          "--config.jit_compile=True",
           "--config.log_every=1", "--config.verify_at_start=False",
           "--config.val_dir="]  # no verification (not even a demo_run/ lying around)
 

@@ -7,7 +7,6 @@ import glob
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -17,22 +16,14 @@ import pytest
 import tensorflow as tf
 
 from conftest import TOOLS
+from conftest import free_ports
 from conftest import run_tool
+from conftest import tensorboard_scalars
 import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 import training_data
 
 STEPS = 6
 
-
-def _losses(workdir, tag="train/loss"):
-  """Full-precision scalars (train/loss by default) per step from the TensorBoard events."""
-  out = {}
-  for path in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          out[event.step] = float(tf.make_ndarray(value.tensor))
-  return out
 
 
 def _mirrored_halves_dataset(directory, per_replica=4, steps=STEPS):
@@ -66,11 +57,15 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path, options):
             "--config.verify_at_start=False", "--config.val_dir=", *options]
   one = run_tool("train", *common, f"--workdir={tmp_path / 'one'}", "--batch_size=8",
                  "--strategy=one_device")
+  # The mirrored run with XLA (forward and backward compiled per replica, the
+  # all-reduce and update outside), the one-device run without.
   two = run_tool("train", *common, f"--workdir={tmp_path / 'two'}", "--batch_size=4",
-                 "--strategy=mirrored", "--cpu_replicas=2")
+                 "--strategy=mirrored", "--cpu_replicas=2", "--config.jit_compile=True")
   assert "global batch 8 = 8 x 1 replica(s)" in one.stdout
   assert "global batch 8 = 4 x 2 replica(s)" in two.stdout
-  loss_one, loss_two = _losses(str(tmp_path / "one")), _losses(str(tmp_path / "two"))
+  assert "XLA on (--config.jit_compile)" in two.stdout and "warning" not in two.stdout
+  loss_one = tensorboard_scalars(str(tmp_path / "one"))
+  loss_two = tensorboard_scalars(str(tmp_path / "two"))
   assert sorted(loss_one) == sorted(loss_two) == list(range(1, STEPS + 1))
   # Step 1 sees identical weights, so only summation order differs: a wrong
   # per-replica loss scaling would be off by a factor of 2 there. Step 2 follows
@@ -82,7 +77,7 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path, options):
   for step in loss_one:
     assert loss_two[step] == pytest.approx(loss_one[step], rel=1e-2), step
   # It trained: the weight-decay term (wd/2 ||w||^2, logged every step) moved.
-  decay = _losses(str(tmp_path / "one"), "train/weight_decay")
+  decay = tensorboard_scalars(str(tmp_path / "one"), "train/weight_decay")
   assert abs(decay[STEPS] - decay[1]) > 1e-6 * decay[1], decay  # clipped: 5e-5 seen
   a = keras.saving.load_model(tmp_path / "one" / "backbone.keras")
   b = keras.saving.load_model(tmp_path / "two" / "backbone.keras")
@@ -97,22 +92,13 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path, options):
   assert diff < 1e-2 * norm, diff / norm
 
 
-def _free_ports(n):
-  sockets = [socket.socket() for _ in range(n)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
 
 @pytest.mark.slow
 def test_multi_worker_trains_identically_and_only_the_chief_writes(tmp_path):
   data = str(tmp_path / "data")
   training_data.labelled_dataset(data, num_classes=6, per_class=8, num_shards=4)
   workdir = tmp_path / "shared"
-  workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+  workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
   procs = []
   for index in range(2):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(

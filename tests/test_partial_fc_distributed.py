@@ -8,7 +8,6 @@ autodiff of the restricted softmax) are evaluated here.
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import free_ports
 from tfface import losses
 
 SCRIPT = pathlib.Path(__file__).with_name("partial_fc_run.py")
@@ -156,19 +156,10 @@ def test_resume_on_another_replica_count_gives_the_same_centres(runs, count):
   assert not np.allclose(two["saved_kernel"], two["sampled_dump"]["kernel"])
 
 
-def _free_ports(n):
-  sockets = [socket.socket() for _ in range(n)]
-  for s in sockets:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in sockets]
-  for s in sockets:
-    s.close()
-  return ports
-
 
 @pytest.mark.slow
 def test_two_workers_equal_the_replicated_head(tmp_path):
-  workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+  workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
   procs = []
   for index in range(2):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(

@@ -5,8 +5,6 @@ Each run is a fresh tools/train.py process on two logical CPUs
 The module-level checks (sampling, the numpy softmax, restores on 1 and 3
 replicas, two worker processes) are in test_partial_fc*.py.
 """
-import glob
-import os
 import re
 
 import keras
@@ -15,19 +13,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import run_tool
+from conftest import tensorboard_scalars
 import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 from tfface.training import partial_fc
 import training_data
 
-
-def _scalars(workdir, tag):
-  out = {}
-  for path in glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          out[event.step] = float(tf.make_ndarray(value.tensor))
-  return out
 
 
 def test_partial_fc_at_one_trains_like_the_replicated_head_and_resumes_resharded(tmp_path):
@@ -44,7 +34,7 @@ def test_partial_fc_at_one_trains_like_the_replicated_head_and_resumes_resharded
   out = run_tool("train", *common, f"--workdir={sharded}", "--config.head.partial_fc=True",
                  "--config.head.sample_rate=1.0").stdout
   assert "Partial FC: 9 class centres in 2 shard(s), sample rate 1" in out, out
-  loss_a, loss_b = _scalars(replicated, "train/loss"), _scalars(sharded, "train/loss")
+  loss_a, loss_b = tensorboard_scalars(replicated, "train/loss"), tensorboard_scalars(sharded, "train/loss")
   assert sorted(loss_a) == sorted(loss_b) == [1, 2, 3]
   for step in loss_a:
     assert loss_b[step] == pytest.approx(loss_a[step], rel=1e-5), step

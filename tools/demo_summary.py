@@ -43,7 +43,7 @@ def main(argv):
   bar = "=" * 78
   print("\n".join([
       bar,
-      f"tfface demo: Accuracy-Flip on synth_val (identities never seen in training)",
+      "tfface demo: Accuracy-Flip on synth_val (identities never seen in training)",
       f"  before -> after training: {before:.4f} -> {after:.4f} "
       f"({after - before:+.4f}); the export verified again: "
       f"{exported['accuracy_flip_mean']:.4f}",

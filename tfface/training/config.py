@@ -128,8 +128,9 @@ def base_config() -> ml_collections.ConfigDict:
   # name); loops also end at every log, checkpoint and verification step.
   c.steps_per_loop = 50
   # Compile the replica step with XLA (falls back with a warning where XLA
-  # cannot compile it).
-  c.jit_compile = True
+  # cannot compile it). None: on where a GPU or TPU trains, off on CPUs,
+  # where it measured slower (docs/performance.md); Keras' "auto" does the same.
+  c.jit_compile = config_dict.placeholder(bool)
   c.seed = 0
   c.strategy = "auto"
   c.cpu_replicas = 0

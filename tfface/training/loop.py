@@ -91,16 +91,17 @@ class TrainLoop:
       nonfinite = tf.constant(-1, tf.int64)
       bad_loss = tf.constant(0.0)
       for _ in tf.range(num_steps):
-        before = tf.identity(task.step.value)
+        before = tf.identity(tf.convert_to_tensor(task.step))
         images, labels = self.input.next_replica_batches()
         per_replica = strategy.run(step, args=(images, labels))
-        metrics = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+        metrics = {k: tf.reshape(strategy.reduce(tf.distribute.ReduceOp.SUM, v,
+                                                 axis=None), [])
                    for k, v in per_replica.items()}
         if not tf.math.is_finite(metrics["loss"]):
           nonfinite = before + 1
           bad_loss = metrics["loss"]
           break
-        moved = tf.cast(task.step.value > before, tf.float32)
+        moved = tf.cast(tf.convert_to_tensor(task.step) > before, tf.float32)
         sums = {k: sums[k] + moved * metrics[k] for k in names}
         applied += tf.cast(moved, tf.int64)
       count = tf.maximum(tf.cast(applied, tf.float32), 1.0)

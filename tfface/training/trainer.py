@@ -21,7 +21,6 @@ located and reported as one line naming the shard and its byte offset.
 import dataclasses
 import hashlib
 import json
-import math
 import os
 
 import keras
@@ -273,6 +272,18 @@ def _build_input(config, strategy, manifest, plan, saver, start):
   return worker_input, stats, note
 
 
+def _resolve_jit(config):
+  """Whether to compile the step with XLA, and why (for the log)."""
+  if config.jit_compile is not None:
+    return bool(config.jit_compile), "--config.jit_compile"
+  accelerators = [d.device_type for d in tf.config.list_logical_devices()
+                  if d.device_type in ("GPU", "TPU")]
+  if accelerators:
+    return True, f"default on {accelerators[0]}"
+  return False, ("default on CPUs, where XLA measured slower; "
+                 "--config.jit_compile=True to try it")
+
+
 def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter):
   reporter.line(
       f"training {config.network} {config.loss} on {plan.num_images} images of "
@@ -312,7 +323,9 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
                                                  start)
   if input_note:
     reporter.line(input_note)
-  loop = loop_lib.TrainLoop(strategy, task, worker_input, config.jit_compile,
+  jit, why = _resolve_jit(config)
+  reporter.line(f"XLA {'on' if jit else 'off'} ({why})")
+  loop = loop_lib.TrainLoop(strategy, task, worker_input, jit,
                             warn=lambda text: reporter.line(f"warning: {text}"))
   margin_from, switches = _events(config, plan, start)
   weights_finite = tf.function(task.weights_finite)
