@@ -20,6 +20,10 @@ machines are noisy, so read the ratios):
   python benchmarks/train_step.py --networks=r18,r50,mbf --batch_sizes=16,32
   python benchmarks/train_step.py --networks= --trainer_network=r50 --loop \\
       --data_dir=demo_run/tfrecords
+
+On a machine with a GPU the step runs on the first GPU (docs/performance.md
+gives the command lines for per-GPU images/s with and without XLA and mixed
+precision).
 """
 import os
 import re
@@ -66,6 +70,9 @@ _LOOP = flags.DEFINE_bool("loop", False, "Time the synthetic config's trainer wi
                           "steps_per_loop=1 and with its default.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Synthetic TFRecords for the trainer runs "
                                 "(make demo writes demo_run/tfrecords).")
+_MIXED_PRECISION = flags.DEFINE_enum(
+    "mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Compute policy of tfface's step (the torch baseline stays float32).")
 
 
 def matmul_gflops(size=2048, seconds=3.0):
@@ -97,7 +104,11 @@ def time_tfface(name, batch, jit, steps, repeats, num_classes):
   keras.backend.clear_session()
   config = config_lib.load_config_file(os.path.join(_REPO, "configs", "emore.py"))
   config.network = name
-  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  policy = _MIXED_PRECISION.value
+  config.mixed_precision = "" if policy == "float32" else policy
+  keras.mixed_precision.set_global_policy(policy)
+  gpus = tf.config.list_logical_devices("GPU")
+  strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
   with strategy.scope():
     task = task_lib.build_task(config, num_classes, (112, 112), batch, 1, 10_000, 0.1)
   rng = np.random.default_rng(0)
