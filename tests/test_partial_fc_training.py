@@ -5,13 +5,19 @@ Each run is a fresh tools/train.py process on two logical CPUs
 The module-level checks (sampling, the numpy softmax, restores on 1 and 3
 replicas, two worker processes) are in test_partial_fc*.py.
 """
+import json
+import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import TOOLS
+from conftest import free_ports
 from conftest import run_tool
 from conftest import tensorboard_scalars
 import tfface.models  # noqa: F401  (registers the layers that .keras files need)
@@ -88,3 +94,40 @@ def test_partial_fc_at_half_learns_like_the_replicated_head(tmp_path):
   print(f"held-out Accuracy-Flip: replicated {a:.4f}, partial_fc 0.5 {b:.4f}")
   assert a >= 0.8, replicated  # both learned something worth comparing
   assert abs(a - b) <= 0.03, (a, b)
+
+
+@pytest.mark.slow
+def test_two_workers_train_partial_fc_with_sampling(tmp_path):
+  # MultiWorkerMirroredStrategy's gather lost the batch's static size, which
+  # sampling (sample_rate < 1) needs; each worker holds and saves its shard.
+  data = str(tmp_path / "data")
+  training_data.labelled_dataset(data, num_classes=9, per_class=8, num_shards=2)
+  workdir = tmp_path / "shared"
+  workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, str(TOOLS / "train.py"), "--dataset=synthetic", f"--data_dir={data}",
+         f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2", "--batch_size=4",
+         "--strategy=multi_worker", "--config.log_every=2", "--config.verify_at_start=False",
+         "--config.val_dir=", "--config.head.partial_fc=True", "--config.head.sample_rate=0.5"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outputs = []
+  try:
+    for proc in procs:
+      outputs.append(proc.communicate(timeout=400))
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  for proc, (out, err) in zip(procs, outputs):
+    assert proc.returncode == 0, err[-3000:]
+  shas = [re.search(r"weights sha256 ([0-9a-f]{64})", out).group(1) for out, _ in outputs]
+  assert shas[0] == shas[1]  # the same backbone on both workers
+  assert "Partial FC: 9 class centres in 2 shard(s), sample rate 0.5" in outputs[0][0]
+  # Each worker wrote its own shard and its own input position.
+  kernel = partial_fc.read_kernel(str(workdir / "ckpt"), 4)
+  assert kernel.shape == (9, 128) and np.isfinite(kernel).all()
+  assert (workdir / "ckpt" / "worker-0").is_dir() and (workdir / "ckpt" / "worker-1").is_dir()

@@ -63,6 +63,12 @@ def test_train_tool_writes_the_workdir_others_rely_on(synth, tmp_path):
   assert re.search(r"^Accuracy-Flip before training: 0\.\d{4}$", out, re.M), out
   assert re.search(r"^Accuracy-Flip after training: 0\.\d{4}$", out, re.M), out
   assert re.search(r"^step 4/4 loss \d+\.\d+ acc .* lr .* images/s ETA", out, re.M), out
+  # Each line's lr is the rate of that step's own update: peak 0.2 x 8/32 = 0.05,
+  # decays at round(0.6 * 4) = 2 and round(0.85 * 4) = 3, so updates 1-2 run at
+  # 0.05, 3 at 0.005, 4 at 0.0005 (tfface 0.1 logged the next step's: 0.005 at 2).
+  lrs = dict(re.findall(r"^step (\d)/4 .* lr (\S+) ", out, re.M))
+  assert lrs == {"1": "0.05", "2": "0.05", "3": "0.005", "4": "0.0005"}, lrs
+  assert "peak lr 0.05 (base_lr 0.2 per 32 images, scaled to the global batch of 8)" in out
   assert "[synth_val][4]Accuracy-Flip:" in out and "[synth_val][2]XNorm:" in out
 
   assert tf.train.latest_checkpoint(os.path.join(workdir, "ckpt")).endswith("ckpt-4")

@@ -365,7 +365,9 @@ class WorkerInput:
   def next_replica_batches(self):
     """`(images, labels)` for `strategy.run`: one slice per local replica."""
     images, labels = next(self.iterator)
-    if self.strategy.num_replicas_in_sync == 1:
+    if self.local_replicas == 1:
+      # One replica on this worker (one device, or a multi-worker cluster of
+      # one GPU each): the batch is its own, with its static shape intact.
       return images, labels
     parts = (tf.split(images, self.local_replicas), tf.split(labels, self.local_replicas))
 

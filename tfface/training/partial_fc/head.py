@@ -224,6 +224,12 @@ class PartialFC:
     context = tf.distribute.get_replica_context()
     x = context.all_gather(tf.cast(embeddings, tf.float32), axis=0)
     y = context.all_gather(tf.cast(tf.reshape(labels, [-1]), tf.int32), axis=0)
+    # MultiWorkerMirroredStrategy's collective gather loses the static batch
+    # size that sampling needs; every replica's batch has the same size.
+    local = embeddings.shape[0]
+    if local is not None:
+      x = tf.ensure_shape(x, [self.num_replicas * local, self.embedding_size])
+      y = tf.ensure_shape(y, [self.num_replicas * local])
     local = y - shard.start
     local = tf.where((local >= 0) & (local < shard.size), local, -1)
     valid = None
