@@ -60,6 +60,31 @@ def free_ports(n):
   return ports
 
 
+def run_worker_cluster(command, num_workers=2, timeout=400):
+  """Runs `command` as every worker of a cluster on 127.0.0.1 (TF_CONFIG), waits.
+
+  Returns:
+    `[(stdout, stderr), ...]` per worker index, after asserting each exited 0.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  workers = [f"127.0.0.1:{p}" for p in free_ports(num_workers)]
+  procs = []
+  for index in range(num_workers):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  try:
+    outputs = [proc.communicate(timeout=timeout) for proc in procs]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  for proc, (_, err) in zip(procs, outputs):
+    assert proc.returncode == 0, err[-4000:]
+  return outputs
+
+
 def tensorboard_scalars(workdir, tag="train/loss"):
   """Full-precision scalars `{step: value}` of one tag from a workdir's event files."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -4,10 +4,8 @@ Logical devices must be set before TensorFlow initializes, so every run is a
 fresh `tools/train.py` process.
 """
 import glob
-import json
 import os
 import re
-import subprocess
 import sys
 
 import keras
@@ -16,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import TOOLS
-from conftest import free_ports
 from conftest import run_tool
+from conftest import run_worker_cluster
 from conftest import tensorboard_scalars
 import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 import training_data
@@ -98,27 +96,11 @@ def test_multi_worker_trains_identically_and_only_the_chief_writes(tmp_path):
   data = str(tmp_path / "data")
   training_data.labelled_dataset(data, num_classes=6, per_class=8, num_shards=4)
   workdir = tmp_path / "shared"
-  workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
-  procs = []
-  for index in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-    procs.append(subprocess.Popen(
-        [sys.executable, str(TOOLS / "train.py"), "--dataset=synthetic", f"--data_dir={data}",
-         f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2",
-         "--batch_size=4", "--strategy=multi_worker", "--config.log_every=1",
-         "--config.verify_at_start=False", "--config.val_dir="],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  outputs = []
-  try:
-    for proc in procs:
-      outputs.append(proc.communicate(timeout=400))
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-  for proc, (out, err) in zip(procs, outputs):
-    assert proc.returncode == 0, err[-3000:]
+  outputs = run_worker_cluster(
+      [sys.executable, str(TOOLS / "train.py"), "--dataset=synthetic", f"--data_dir={data}",
+       f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2",
+       "--batch_size=4", "--strategy=multi_worker", "--config.log_every=1",
+       "--config.verify_at_start=False", "--config.val_dir="])
   chief_out, other_out = outputs[0][0], outputs[1][0]
   assert "global batch 8 = 4 x 2 replica(s)" in chief_out
   assert re.search(r"^\[worker 1\] step 4/4 loss", other_out, re.M), other_out

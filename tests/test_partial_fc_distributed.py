@@ -5,7 +5,6 @@ fresh tests/partial_fc_run.py process that dumps what it saw; the oracles
 (the replicated MarginHead in the same run, a numpy softmax, a one-device
 autodiff of the restricted softmax) are evaluated here.
 """
-import json
 import os
 import pathlib
 import subprocess
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import free_ports
+from conftest import run_worker_cluster
 from tfface import losses
 
 SCRIPT = pathlib.Path(__file__).with_name("partial_fc_run.py")
@@ -159,22 +158,8 @@ def test_resume_on_another_replica_count_gives_the_same_centres(runs, count):
 
 @pytest.mark.slow
 def test_two_workers_equal_the_replicated_head(tmp_path):
-  workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
-  procs = []
-  for index in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-    procs.append(subprocess.Popen(
-        [sys.executable, str(SCRIPT), f"--out={tmp_path}", "--mode=compare"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  try:
-    outputs = [proc.communicate(timeout=300) for proc in procs]
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-  for proc, (_, err) in zip(procs, outputs):
-    assert proc.returncode == 0, err[-4000:]
+  run_worker_cluster([sys.executable, str(SCRIPT), f"--out={tmp_path}", "--mode=compare"],
+                     timeout=300)
   results = [np.load(tmp_path / f"worker{i}.npz", allow_pickle=True)["result"].item()
              for i in range(2)]
   for index, result in enumerate(results):

@@ -5,10 +5,7 @@ Each run is a fresh tools/train.py process on two logical CPUs
 The module-level checks (sampling, the numpy softmax, restores on 1 and 3
 replicas, two worker processes) are in test_partial_fc*.py.
 """
-import json
-import os
 import re
-import subprocess
 import sys
 
 import keras
@@ -17,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import TOOLS
-from conftest import free_ports
 from conftest import run_tool
+from conftest import run_worker_cluster
 from conftest import tensorboard_scalars
 import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 from tfface.training import partial_fc
@@ -103,27 +100,11 @@ def test_two_workers_train_partial_fc_with_sampling(tmp_path):
   data = str(tmp_path / "data")
   training_data.labelled_dataset(data, num_classes=9, per_class=8, num_shards=2)
   workdir = tmp_path / "shared"
-  workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
-  procs = []
-  for index in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
-        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-    procs.append(subprocess.Popen(
-        [sys.executable, str(TOOLS / "train.py"), "--dataset=synthetic", f"--data_dir={data}",
-         f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2", "--batch_size=4",
-         "--strategy=multi_worker", "--config.log_every=2", "--config.verify_at_start=False",
-         "--config.val_dir=", "--config.head.partial_fc=True", "--config.head.sample_rate=0.5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  outputs = []
-  try:
-    for proc in procs:
-      outputs.append(proc.communicate(timeout=400))
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-  for proc, (out, err) in zip(procs, outputs):
-    assert proc.returncode == 0, err[-3000:]
+  outputs = run_worker_cluster(
+      [sys.executable, str(TOOLS / "train.py"), "--dataset=synthetic", f"--data_dir={data}",
+       f"--workdir={workdir}", "--total_steps=4", "--checkpoint_every=2", "--batch_size=4",
+       "--strategy=multi_worker", "--config.log_every=2", "--config.verify_at_start=False",
+       "--config.val_dir=", "--config.head.partial_fc=True", "--config.head.sample_rate=0.5"])
   shas = [re.search(r"weights sha256 ([0-9a-f]{64})", out).group(1) for out, _ in outputs]
   assert shas[0] == shas[1]  # the same backbone on both workers
   assert "Partial FC: 9 class centres in 2 shard(s), sample rate 0.5" in outputs[0][0]
