@@ -51,10 +51,15 @@ demo: $(VENV)/.installed
 	$(PY) tools/compare.py --model=$(DEMO)/serving/face --bin=$(DEMO)/rec/synth_val.bin --pair=-1
 	$(PY) tools/demo_summary.py --demo_dir=$(DEMO)
 
+# The benchmarks of docs/performance.md (every figure against a baseline of the same run).
 bench: $(VENV)/.installed
 	$(PY) benchmarks/transcode.py --work_dir=bench_run/transcode
+	$(PY) benchmarks/tool_startup.py
 	$(PY) benchmarks/input_pipeline.py --data_dir=bench_run/transcode/tfrecords
-	$(PY) benchmarks/train_step.py --networks=r18,r50,mbf --batch_size=32 --steps=3
+	$(PY) benchmarks/train_step.py --networks=r18,r50,mbf --batch_sizes=16,32 --xla=false
+	$(PY) benchmarks/profile_steps.py --data_dir=bench_run/transcode/tfrecords --nojit
+	$(PY) benchmarks/partial_fc.py --num_classes=100000 --replicas=2
+	$(PY) benchmarks/ijb_scoring.py
 
 clean:
 	rm -rf $(DEMO) bench_run
