@@ -4,6 +4,8 @@ The protocol's own ROC (`protocol.calculate_roc`) lives on a 0.01 threshold
 grid averaged over folds, too coarse to read TAR at FAR=1e-4. Here the ROC is
 exact: one point per distinct pair distance over all pairs.
 """
+import contextlib
+
 import numpy as np
 
 from tfface import atomic
@@ -45,6 +47,27 @@ def tar_at_far(distances, issame, far):
   return float(tpr[fpr <= far].max())
 
 
+@contextlib.contextmanager
+def png_figure(path, figsize, make_dirs=False):
+  """An Agg (headless) matplotlib `(figure, axes)`, saved to `path` when the block ends.
+
+  The PNG is written under a temporary name and renamed; the figure is
+  closed whatever happens. Both ROC pictures (verification and IJB) use it.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")  # no display on servers
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=figsize, dpi=100)
+  try:
+    yield fig, ax
+    fig.tight_layout()
+    with atomic.replacing(path, suffix=".png", make_dirs=make_dirs) as tmp:
+      fig.savefig(tmp, format="png")
+  finally:
+    plt.close(fig)
+
+
 def plot_roc(results, path):
   """Writes a PNG of the exact ROC of one or more verification results.
 
@@ -52,32 +75,22 @@ def plot_roc(results, path):
     results: a `VerificationResult` or a list of them.
     path: output PNG file; written under a temporary name, then renamed.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")  # no display on servers
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
   if not isinstance(results, (list, tuple)):
     results = [results]
-  fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
-  for result in results:
-    fpr, tpr, _ = exact_roc(result.distances, result.issame)
-    # A log FAR axis cannot show FAR = 0; start it at one false accept.
-    floor = 1.0 / max(int((~result.issame).sum()), 1)
-    ax.step(np.maximum(fpr, floor), tpr, where="post",
-            label=f"{result.name} (acc {result.accuracy_flip_mean:.4f})")
-  ax.set_xscale("log")
-  ax.set_xlabel("FAR (false accept rate)")
-  ax.set_ylabel("TAR (true accept rate)")
-  ax.set_ylim(0.0, 1.01)
-  ax.grid(True, which="both", alpha=0.3)
-  ax.legend(loc="lower right", fontsize=8)
-  ax.set_title("ROC")
-  fig.tight_layout()
-  try:
-    with atomic.replacing(path, suffix=".png") as tmp:
-      fig.savefig(tmp, format="png")
-  finally:
-    plt.close(fig)
+  with png_figure(path, (5, 4)) as (_, ax):
+    for result in results:
+      fpr, tpr, _ = exact_roc(result.distances, result.issame)
+      # A log FAR axis cannot show FAR = 0; start it at one false accept.
+      floor = 1.0 / max(int((~result.issame).sum()), 1)
+      ax.step(np.maximum(fpr, floor), tpr, where="post",
+              label=f"{result.name} (acc {result.accuracy_flip_mean:.4f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("FAR (false accept rate)")
+    ax.set_ylabel("TAR (true accept rate)")
+    ax.set_ylim(0.0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("ROC")
 
 
 def format_table(results):

@@ -95,6 +95,7 @@ class Checkpointer:
     self.worker_directory = os.path.join(self.directory, f"worker-{int(worker_index)}")
     self._barrier = barrier
     self._partial_fc = partial_fc
+    self.partial_fc_note = ""  # how restore_latest re-sharded Partial FC, for the log
     self._keep = int(max_to_keep)
     self._worker = None
     self._scratch = None
@@ -144,16 +145,13 @@ class Checkpointer:
   def _worker_prefix(self, step):
     return os.path.join(self.worker_directory, f"ckpt-{int(step)}")
 
-  def restore_worker_state(self, step) -> str:
-    """Restores this worker's state saved with checkpoint `step`.
+  def worker_state_mismatch(self, step, signature) -> str:
+    """Why this worker's state of checkpoint `step` cannot serve a run of `signature`.
 
     Returns:
-      "" when restored, else why not (no such state, or saved for another
-      batch, worker count or dataset).
+      "" when it is there and was saved for the same batch, worker count and
+      data; else the reason, for the log.
     """
-    if self._worker is None:
-      return "no worker state"
-    checkpoint, signature = self._worker
     prefix = self._worker_prefix(step)
     if not tf.io.gfile.exists(prefix + ".index"):
       return f"{prefix}: not found"
@@ -166,11 +164,18 @@ class Checkpointer:
       changed = sorted(k for k in set(signature) | set(saved or {})
                        if (saved or {}).get(k) != signature.get(k))
       return f"saved for another {', '.join(changed)}"
-    checkpoint.read(prefix).assert_consumed()
     return ""
 
+  def restore_worker_state(self, step):
+    """Restores the tracked state of this worker from checkpoint `step`.
+
+    Check `worker_state_mismatch` first; every tracked object must be there.
+    """
+    checkpoint, _ = self._worker
+    checkpoint.read(self._worker_prefix(step)).assert_consumed()
+
   def save(self, step: int):
-    """Writes checkpoint `step`: the workers' state, then the shared one and `backbone.keras`."""
+    """Writes checkpoint `step`: workers' state, then the shared one, `backbone.keras`."""
     if self._worker is not None:
       checkpoint, signature = self._worker
       prefix = self._worker_prefix(step)
@@ -202,13 +207,13 @@ class Checkpointer:
     """
     if self._worker is None or not os.path.isdir(self.worker_directory):
       return
-    steps = sorted({int(name.split(".", 1)[0][len("ckpt-"):])
-                    for name in os.listdir(self.worker_directory)
-                    if name.startswith("ckpt-") and name.split(".", 1)[0][5:].isdigit()})
-    for old in steps[:-(self._keep + 1)]:
-      for name in os.listdir(self.worker_directory):
-        if name.split(".", 1)[0] == f"ckpt-{old}":
-          os.remove(os.path.join(self.worker_directory, name))
+    stems = {name.split(".", 1)[0] for name in os.listdir(self.worker_directory)}
+    steps = sorted(int(stem[5:]) for stem in stems
+                   if stem.startswith("ckpt-") and stem[5:].isdigit())
+    old = {f"ckpt-{step}" for step in steps[:-(self._keep + 1)]}
+    for name in os.listdir(self.worker_directory):
+      if name.split(".", 1)[0] in old:
+        os.remove(os.path.join(self.worker_directory, name))
 
   def save_best(self):
     """Writes `best_backbone.keras` (chief only)."""

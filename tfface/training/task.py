@@ -207,12 +207,10 @@ class FaceTask:
       learning_rate = self.schedule(self.step)
       apply_if = True
       if self.loss_scaled:
-        if isinstance(head_grad, tf.IndexedSlices):
-          head_grad = tf.IndexedSlices(head_grad.values / self.optimizer.dynamic_scale,
-                                       head_grad.indices, head_grad.dense_shape)
-        else:
-          head_grad = head_grad / self.optimizer.dynamic_scale
-        values = head_grad.values if isinstance(head_grad, tf.IndexedSlices) else head_grad
+        sparse = isinstance(head_grad, tf.IndexedSlices)
+        values = (head_grad.values if sparse else head_grad) / self.optimizer.dynamic_scale
+        head_grad = (tf.IndexedSlices(values, head_grad.indices, head_grad.dense_shape)
+                     if sparse else values)
         apply_if = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
                                   for g in [values, *grads] if g is not None])
     variables = self.variables(train_backbone)

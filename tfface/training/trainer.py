@@ -222,8 +222,8 @@ def _lr_note(config, plan):
           f"the global batch of {plan.global_batch}")
 
 
-def _events(config, plan, start):
-  """Steps where a loop must end: the host logs, saves, verifies or switches mode."""
+def _events(config, plan):
+  """The margin warm-up's end, and the steps where the step function switches mode."""
   margin_from = round(config.head.margin_warmup * plan.total_steps)
   return margin_from, sorted({config.freeze_backbone_steps, margin_from, plan.total_steps})
 
@@ -246,29 +246,25 @@ def _build_input(config, strategy, manifest, plan, saver, start):
                "workers": workers, "worker_index": index,
                "seed": config.seed, "deterministic": bool(config.input.deterministic),
                "loss": config.loss}
+  # Older checkpoints, or another batch or worker count, have no usable
+  # position: replay the stream (deterministic mode) or start a fresh order.
+  why_not = saver.worker_state_mismatch(start, signature) if start else ""
+  replay_from = start if why_not else 0
   stats = pipeline.DecodeStats()
-
-  def build(options, start_step=0):
-    return pipeline.WorkerInput(
-        strategy, config.data_dir, plan.global_batch, options, num_workers=workers,
-        worker_index=index, start_step=start_step, image_size=plan.image_size,
-        num_classes=plan.num_classes, stats=stats, manifest=manifest)
-
-  worker_input = build(_input_options(config))
+  worker_input = pipeline.WorkerInput(
+      strategy, config.data_dir, plan.global_batch,
+      _input_options(config, reseed_at=replay_from), num_workers=workers,
+      worker_index=index, start_step=replay_from, image_size=plan.image_size,
+      num_classes=plan.num_classes, stats=stats, manifest=manifest)
   saver.track_worker_state(signature, iterator=worker_input.iterator)
   note = ""
-  if start:
-    why_not = saver.restore_worker_state(start)
-    if why_not:
-      # Older checkpoints, or another batch or worker count: replay the
-      # stream (deterministic mode) or start a fresh order (fast mode).
-      worker_input = build(_input_options(config, reseed_at=start), start_step=start)
-      saver.track_worker_state(signature, iterator=worker_input.iterator)
-      note = f"input position not restored ({why_not}); " + (
-          f"replaying {start} steps of input" if config.input.deterministic else
-          "continuing with a fresh shuffle")
-    else:
-      note = f"input position restored from checkpoint {start}"
+  if why_not:
+    note = f"input position not restored ({why_not}); " + (
+        f"replaying {start} steps of input" if config.input.deterministic else
+        "continuing with a fresh shuffle")
+  elif start:
+    saver.restore_worker_state(start)
+    note = f"input position restored from checkpoint {start}"
   return worker_input, stats, note
 
 
@@ -300,7 +296,7 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
   start = int(task.step.numpy())
   if resumed:
     reporter.line(f"resumed from {resumed} at step {start}")
-    if getattr(saver, "partial_fc_note", ""):
+    if saver.partial_fc_note:
       reporter.line(saver.partial_fc_note)
   elif config.pretrained:
     reporter.line(f"pretrained: {checkpointing.load_pretrained(config.pretrained, task.backbone)}")
@@ -327,7 +323,7 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
   reporter.line(f"XLA {'on' if jit else 'off'} ({why})")
   loop = loop_lib.TrainLoop(strategy, task, worker_input, jit,
                             warn=lambda text: reporter.line(f"warning: {text}"))
-  margin_from, switches = _events(config, plan, start)
+  margin_from, switches = _events(config, plan)
   weights_finite = tf.function(task.weights_finite)
 
   def verify(step, record_best=True):
@@ -360,10 +356,10 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
       raise _data_loss_error(e, config.data_dir, manifest) from None
     if out.nonfinite_step >= 0:
       raise NonFiniteLossError(
-          f"loss is {out.nonfinite_loss} at step {out.nonfinite_step}; stopped without saving. The last good "
-          f"checkpoint is {saver.latest or '(none yet)'}, left intact. Lower the learning "
-          f"rate (--lr), add warmup (--config.schedule.warmup_fraction) or set "
-          f"--config.clip_norm")
+          f"loss is {out.nonfinite_loss} at step {out.nonfinite_step}; stopped without "
+          f"saving. The last good checkpoint is {saver.latest or '(none yet)'}, left "
+          f"intact. Lower the learning rate (--lr), add warmup "
+          f"(--config.schedule.warmup_fraction) or set --config.clip_norm")
     step = int(task.step.numpy())
     if out.applied:
       metrics = out.metrics

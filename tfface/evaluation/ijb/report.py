@@ -1,7 +1,7 @@
 """What IJB evaluation shows: InsightFace's TAR@FAR table and the ROC picture."""
 import numpy as np
 
-from tfface import atomic
+from tfface.evaluation import roc
 
 
 def format_table(results):
@@ -36,33 +36,23 @@ def plot_roc(results, path):
     results: an `IJBResult` or a list of them.
     path: the PNG file; written under a temporary name, then renamed.
   """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")  # no display on servers
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
   if not isinstance(results, (list, tuple)):
     results = [results]
-  fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
-  lowest = 1.0
-  for r in results:
-    positive = r.fpr > 0  # a log axis cannot show FAR = 0
-    lowest = min(lowest, r.fpr[positive].min())
-    ax.plot(r.fpr[positive], r.tpr[positive], lw=1,
-            label=f"[{r.method}-{r.target} (AUC = {r.auc * 100:.4f} %)]")
-  fars = list(results[0].tar_at_far)
-  ax.set_xscale("log")
-  ax.set_xlim(min(min(fars), lowest), 1.0)
-  ax.set_ylim(0.0, 1.0)
-  ax.set_xticks(fars + [1.0])
-  ax.set_yticks(np.linspace(0.0, 1.0, 11))
-  ax.grid(linestyle="--", linewidth=1, alpha=0.5)
-  ax.set_xlabel("False Positive Rate (FAR)")
-  ax.set_ylabel("True Positive Rate (TAR)")
-  ax.set_title(f"ROC on {results[0].target}")
-  ax.legend(loc="lower right", fontsize=8)
-  fig.tight_layout()
-  try:
-    with atomic.replacing(path, suffix=".png", make_dirs=True) as tmp:
-      fig.savefig(tmp, format="png")
-  finally:
-    plt.close(fig)
+  with roc.png_figure(path, (6, 4.5), make_dirs=True) as (_, ax):
+    lowest = 1.0
+    for r in results:
+      positive = r.fpr > 0  # a log axis cannot show FAR = 0
+      lowest = min(lowest, r.fpr[positive].min())
+      ax.plot(r.fpr[positive], r.tpr[positive], lw=1,
+              label=f"[{r.method}-{r.target} (AUC = {r.auc * 100:.4f} %)]")
+    fars = list(results[0].tar_at_far)
+    ax.set_xscale("log")
+    ax.set_xlim(min(min(fars), lowest), 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xticks(fars + [1.0])
+    ax.set_yticks(np.linspace(0.0, 1.0, 11))
+    ax.grid(linestyle="--", linewidth=1, alpha=0.5)
+    ax.set_xlabel("False Positive Rate (FAR)")
+    ax.set_ylabel("True Positive Rate (TAR)")
+    ax.set_title(f"ROC on {results[0].target}")
+    ax.legend(loc="lower right", fontsize=8)
