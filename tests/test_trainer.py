@@ -12,7 +12,10 @@ import tensorflow as tf
 from conftest import REPO
 from conftest import run_tool
 from tfface import evaluation
+from tfface.data.insightface import rec as rec_lib
 from tfface.data.insightface import verification_bin
+from tfface.inference import decode
+from tfface.inference import loading
 import tfface.models  # noqa: F401  (registers the layers that .keras files need)
 from tfface.training import checkpointing
 from tfface.training import config as config_lib
@@ -177,8 +180,25 @@ def test_fine_tuning_onto_other_identities_builds_a_new_head(first_run, tmp_path
     checkpointing.load_pretrained(str(first / "backbone.keras"), wrong)
 
 
+def _separation(model_dir, rec_dir, margin=0.3):
+  """On every training image: mean negative minus mean positive squared distance,
+  and the mean triplet hinge over all (anchor, positive, negative) triplets."""
+  with rec_lib.InsightFaceRec(rec_dir) as rec:
+    items = list(rec)
+  images = np.stack([decode.decode_image(data, (112, 112))[0] for _, _, data in items])
+  labels = np.array([label for _, label, _ in items])
+  emb = loading.load_embedding_model(str(model_dir))(images)
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+  same = labels[:, None] == labels[None]
+  positive = same & ~np.eye(len(labels), dtype=bool)
+  hinge = np.maximum(d[:, :, None] - d[:, None, :] + margin, 0.0)
+  triplets = positive[:, :, None] & ~same[:, None, :]
+  return d[~same].mean() - d[positive].mean(), hinge[triplets].mean()
+
+
 def test_triplet_fine_tuning_seed_command(synth, first_run, tmp_path):
-  _, tfr = synth
+  rec, tfr = synth
   proc = run_tool("train", f"--config={SYNTHETIC}", "--loss", "triplet", "--lr", "0.005",
                   "--pretrained",
                   str(first_run), f"--data_dir={tfr}", f"--workdir={tmp_path / 'triplet'}",
@@ -193,7 +213,14 @@ def test_triplet_fine_tuning_seed_command(synth, first_run, tmp_path):
   # the mined triplets exist and many are active at first (all-distinct
   # identities would give loss 0 and no active triplets).
   assert logged[0][0] > 0.05 and logged[0][1] > 0.2, logged
-  assert logged[-1][0] < logged[0][0], logged  # and the loss falls
+  # And it learns. The logged means of 10 hard-mined batches of 10 are too
+  # noisy to compare (CI once saw 0.71, 0.45, 0.92, 0.87); measured on all 72
+  # training images instead, six runs moved the separation 0.19 -> 0.65-1.02
+  # and the all-triplet hinge 0.26 -> 0.12-0.23.
+  gap_before, hinge_before = _separation(first_run, rec)
+  gap_after, hinge_after = _separation(tmp_path / "triplet", rec)
+  assert gap_after > 2 * gap_before > 0, (gap_before, gap_after)
+  assert hinge_after < hinge_before, (hinge_before, hinge_after)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
