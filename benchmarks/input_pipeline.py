@@ -4,10 +4,13 @@
 
 Measured in one run, on the same images:
 
-* ceiling: a bare loop of the pipeline's own decoder
-  (`tfface.inference.decode.decode_image_tf`: `tf.io.decode_jpeg` with the
-  accurate integer IDCT, OpenCV's pixels) over the encoded images held in
-  memory, one thread (images/s per core);
+* ceiling: a bare Python loop of the pipeline's own decoder
+  (`tfface.inference.decode.decode_batch`: `cv2.imdecode`, BGR -> RGB, half
+  of the images flipped, as the pipeline flips them) over chunks of 256
+  encoded images held in memory, one thread (images/s per core);
+* the serving decoder for reference: `decode_image_tf` (`tf.io.decode_jpeg`
+  with the accurate integer IDCT, the same pixels) as a `tf.data` map over
+  the same images, one thread;
 * pipeline, 1 thread: `tfface.input.pipeline.build_dataset` (TFRecord read,
   shuffle, batched parse, decode, flip, batch) confined to one thread, i.e.
   images/s per core; the ratio to the ceiling is the pipeline's overhead;
@@ -113,8 +116,21 @@ def load_encoded(data_dir, manifest, num_images):
                    for r in records])
 
 
-def decode_ceiling(encoded, num_images):
-  """One-thread images/s of the pipeline's decoder over encoded images in memory."""
+def decode_ceiling(encoded, num_images, chunk=256):
+  """(images/s, cores busy) of the pipeline's decoder over encoded images in memory."""
+  data = [bytes(b) for b in encoded.numpy()]
+  image_size = decode_lib.decode_image(data[0])[0].shape[:2]
+  flips = [i % 2 == 1 for i in range(chunk)]
+  seen, start, cpu = 0, time.perf_counter(), time.process_time()
+  while seen < num_images:
+    for i in range(0, len(data), chunk):
+      seen += len(decode_lib.decode_batch(data[i:i + chunk], image_size, flips)[0])
+  wall = time.perf_counter() - start
+  return seen / wall, (time.process_time() - cpu) / wall
+
+
+def serving_decoder_rate(encoded, num_images):
+  """One-thread images/s of the serving decoder, `decode_image_tf`, as a tf.data map."""
   ds = tf.data.Dataset.from_tensor_slices(encoded).repeat()
 
   def decode(image):
@@ -182,13 +198,17 @@ def main(argv):
   for _ in range(_REPEATS.value):
     for name, measure in (
         ("ceiling", lambda: decode_ceiling(encoded, n)),
+        ("serving", lambda: serving_decoder_rate(encoded, n)),
         ("one", lambda: pipeline_rate(data_dir, batch, n, one_thread=True)),
         ("full", lambda: pipeline_rate(data_dir, batch, n, one_thread=False))):
       best[name] = max(best.get(name, (0.0, 0.0)), measure())
   (ceiling, c_cores), (one, o_cores), (full, f_cores) = (
       best["ceiling"], best["one"], best["full"])
-  print(f"decode ceiling (decode_image_tf, 1 thread): {ceiling:,.0f} images/s "
-        f"({c_cores:.2f} cores busy)", flush=True)
+  print(f"decode ceiling (decode_batch: cv2.imdecode + flip, 1 thread): {ceiling:,.0f} "
+        f"images/s ({c_cores:.2f} cores busy)", flush=True)
+  print(f"serving decoder (decode_image_tf, tf.data map, 1 thread): "
+        f"{best['serving'][0]:,.0f} images/s ({best['serving'][1]:.2f} cores busy)",
+        flush=True)
   print(f"pipeline, 1 thread: {one:,.0f} images/s ({o_cores:.2f} cores busy) = "
         f"{one / ceiling:.2f} x ceiling", flush=True)
   print(f"pipeline, all {cores} cores: {full:,.0f} images/s ({f_cores:.2f} cores busy) "

@@ -6,12 +6,14 @@ batches with `drop_remainder` and flips a random half of every batch
 horizontally. Images stay uint8: models normalize inside the graph, so the
 exported model takes raw pixels exactly like InsightFace's.
 
-InsightFace's JPEGs were encoded by OpenCV from BGR arrays, so decoding them
-with an RGB decoder yields the right colours. The decoder is the one decode
-policy of `tfface.inference.decode` (`decode_image_tf`: libjpeg's accurate
-integer IDCT, the pixels `cv2.imdecode` gives), the same as verification and
-serving use: TensorFlow's default fast IDCT changes two thirds of the pixel
-values of a q95 face by up to 17 levels.
+InsightFace's JPEGs were encoded by OpenCV from BGR arrays and are decoded
+by OpenCV. So is the training input: chunks of 256 records go through
+`tfface.inference.decode.decode_batch` (`cv2.imdecode`, BGR -> RGB, the
+flip), the decoder verification uses and whose pixels the SavedModel's
+`decode_image_tf` reproduces; TensorFlow's default fast IDCT would change
+two thirds of the pixel values of a q95 face by up to 17 levels. One Python
+call per chunk runs on `tf.data`'s threads; OpenCV releases the GIL while it
+decodes, so chunks decode in parallel.
 
 Bad data never crashes an epoch: a record whose image does not decode (or
 decodes to the wrong size) is dropped and counted in `DecodeStats`, which the
@@ -24,8 +26,11 @@ subset of the shard files into one checkpointable iterator, whose position
 run continues the stream exactly with O(shards) reads instead of replaying
 it; each step splits the worker's batch among its local replicas.
 """
+import atexit
 import dataclasses
 import functools
+import threading
+import time
 
 import tensorflow as tf
 
@@ -38,6 +43,8 @@ LABEL_ERROR = "labels outside [0, num_classes)"
 # Records parsed per `tf.io.parse_example` call: parsing in batches is several
 # times cheaper than one record at a time.
 _PARSE_BATCH = 256
+# Records a shard reader hands to the interleave at a time.
+_READ_BATCH = 32
 _FEATURES = {
     schema.FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string),
     schema.FEATURE_LABEL: tf.io.FixedLenFeature([], tf.int64),
@@ -121,10 +128,10 @@ def check_first_image(data_dir, manifest, image_size):
     parsed = tf.io.parse_single_example(record, _FEATURES)
     key = int(parsed[schema.FEATURE_KEY])
     try:
-      shape = tuple(decode_lib.decode_image_tf(parsed[schema.FEATURE_IMAGE]).shape)
-    except tf.errors.InvalidArgumentError as e:
+      shape = decode_lib.decode_image(parsed[schema.FEATURE_IMAGE].numpy())[0].shape
+    except ValueError as e:
       raise ValueError(f"{path}: the first record (source key {key}) does not "
-                       f"decode as an image ({e.message.splitlines()[0]})") from None
+                       f"decode as an image ({str(e).split(': ', 1)[-1]})") from None
     if shape[:2] != tuple(image_size):
       raise ValueError(f"{path}: the first record (source key {key}) is "
                        f"{shape[0]}x{shape[1]}, the model takes "
@@ -132,7 +139,8 @@ def check_first_image(data_dir, manifest, image_size):
 
 
 def _read_file(path):
-  return tf.data.TFRecordDataset(path, buffer_size=1 << 20)
+  """One shard's records, in groups of `_READ_BATCH`."""
+  return tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(_READ_BATCH)
 
 
 def _parse_batch(records, data_dir, num_classes):
@@ -175,34 +183,67 @@ def _flip_flags(seq, flip_seed):
   return tf.equal(tf.bitwise.bitwise_and(tf.bitwise.right_shift(hashed, 40), 1), 1)
 
 
-def _chunk_decoder(image_size, flip_seed, stats):
-  """Decodes one chunk of parsed records in its own small dataset.
+class _OpenCVDecoder:
+  """`decode_lib.decode_batch` for `tf.data` threads, stopped before the interpreter exits.
 
-  `ignore_errors` drops whatever raises inside it, including errors of its
-  input. Its input here is an in-memory chunk, so only image decoding can
-  fail there: file and parsing errors upstream still stop the run instead
-  of being skipped (a missing file would otherwise be retried forever).
-  The chunk comes out as one batch, which also gives the dropped count.
+  The pipeline's threads call into Python to decode. A native thread that
+  enters Python after interpreter finalization has begun is killed mid-call
+  (the process aborts: "terminate called without an active exception"). So
+  an `atexit` hook, which runs before finalization, stops the decoder: later
+  calls fail fast (the pipeline then has an error to hand out, to a consumer
+  that is gone), and the hook returns once the calls have stopped, i.e. the
+  pipeline's buffers are full and its threads wait on them, not on Python.
   """
-  height, width = image_size
 
-  def decode(flip, image, label):
-    # JPEG as OpenCV decodes it; also the PNG/GIF/BMP records some custom
-    # recs hold. ensure_shape turns a wrongly sized image into an error that
-    # drops it.
-    image = decode_lib.decode_image_tf(image)
-    image = tf.ensure_shape(image, [height, width, 3])
-    if flip_seed is not None:  # no reversed copy per image when flips are off
-      # Select with a scalar condition picks one whole tensor, no broadcasting.
-      image = tf.raw_ops.Select(condition=flip, x=tf.reverse(image, [1]), y=image)
-    return image, label
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._closed = False
+    self._calls = 0  # calls entered, including refused ones
+    self._running = 0
 
-  def count(images, labels, size):
-    if stats is not None:
-      dropped = size - tf.shape(labels, out_type=tf.int64)[0]
-      with tf.control_dependencies([stats.variable.assign_add(dropped)]):
-        labels = tf.identity(labels)
-    return images, labels
+  def __call__(self, flips, data, height, width):
+    with self._lock:
+      self._calls += 1
+      if self._closed:
+        raise RuntimeError("tfface input pipeline stopped: the interpreter is exiting")
+      self._running += 1
+    try:
+      return decode_lib.decode_batch(data, (height, width), flips)
+    finally:
+      with self._lock:
+        self._running -= 1
+
+  def close(self, quiet_s=0.05, timeout_s=10.0):
+    """Refuses further calls; waits until none runs or arrives for `quiet_s`."""
+    with self._lock:
+      self._closed = True
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+      with self._lock:
+        state = (self._calls, self._running)
+      if state == last and not state[1]:
+        return True
+      last = state
+      time.sleep(quiet_s)  # releases the GIL to the pipeline's threads
+    return False
+
+
+_DECODER = _OpenCVDecoder()
+atexit.register(_DECODER.close)
+
+
+def _chunk_decoder(image_size, flip_seed, stats):
+  """Decodes one chunk of parsed records with OpenCV (`decode_lib.decode_batch`).
+
+  One Python call per chunk: OpenCV releases the GIL while it decodes, so
+  chunks decode in parallel. A record whose image does not decode, or
+  decodes to another size, is dropped and counted in `stats`.
+  """
+  height, width = (int(v) for v in image_size)
+
+  def decode(flips, data):
+    return _DECODER(flips, data, height, width)
 
   def decode_chunk(chunk):
     size = tf.shape(chunk["label"], out_type=tf.int64)[0]
@@ -210,9 +251,15 @@ def _chunk_decoder(image_size, flip_seed, stats):
       flips = tf.zeros([size], tf.bool)
     else:
       flips = _flip_flags(chunk["seq"], flip_seed)
-    ds = tf.data.Dataset.from_tensor_slices((flips, chunk["image"], chunk["label"]))
-    ds = ds.map(decode).ignore_errors().batch(_PARSE_BATCH)
-    return ds.map(functools.partial(count, size=size))
+    images, keep = tf.numpy_function(decode, [flips, chunk["image"]], [tf.uint8, tf.bool],
+                                     stateful=False)
+    images = tf.ensure_shape(images, [None, height, width, 3])
+    labels = tf.boolean_mask(chunk["label"], tf.ensure_shape(keep, [None]))
+    if stats is not None:
+      dropped = size - tf.shape(labels, out_type=tf.int64)[0]
+      with tf.control_dependencies([stats.variable.assign_add(dropped)]):
+        labels = tf.identity(labels)
+    return images, labels
 
   return decode_chunk
 
@@ -272,9 +319,12 @@ def build_dataset(data_dir, batch_size, options=None, input_context=None,
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
+  # The parallel interleave hands over groups of records: one at a time
+  # cost 2.5 us of the ~12 us per record that the pipeline spends besides
+  # decoding (benchmarks/input_pipeline.py).
   ds = ds.interleave(
       _read_file, cycle_length=min(options.cycle_length, len(files)), block_length=1,
-      num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
+      num_parallel_calls=AUTOTUNE, deterministic=options.deterministic).unbatch()
   if options.shuffle:
     ds = ds.shuffle(options.shuffle_buffer, seed=seed + 1)
   # Records an interrupted run consumed (deterministic mode only).
@@ -294,9 +344,9 @@ def build_dataset(data_dir, batch_size, options=None, input_context=None,
   flip_seed = seed + 2 if options.random_flip else None
   # Chunks decode in parallel, one thread each; each comes out as one batch,
   # so deterministic mode keeps records (and P x K groups) in order.
-  ds = ds.interleave(_chunk_decoder(image_size, flip_seed, stats),
-                     cycle_length=options.decode_parallelism, block_length=1,
-                     num_parallel_calls=AUTOTUNE, deterministic=options.deterministic)
+  ds = ds.map(_chunk_decoder(image_size, flip_seed, stats),
+              num_parallel_calls=options.decode_parallelism,
+              deterministic=options.deterministic)
   # Decoded chunks arrive as batches; rebatch copies each image once more.
   ds = ds.rebatch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
