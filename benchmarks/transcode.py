@@ -50,12 +50,13 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions; the best is re
                                 lower_bound=1)
 _PROFILE = flags.DEFINE_bool("profile", False, "cProfile one worker's job and print shares.")
 _CONTENDERS = flags.DEFINE_list(
-    "contenders", ["rec2tfrecord", "library", "per_record", "blake2b"],
+    "contenders", ["rec2tfrecord", "sha256", "library", "per_record"],
     "Transcode paths timed side by side (the first is the baseline of the "
     "comparisons): rec2tfrecord (as shipped), library (tf.train.Example + "
     "tf.io.TFRecordWriter instead of example_batch), per_record (RecordIOReader per "
-    "record instead of rec_batch), blake2b (BLAKE2b-256 digests), threaded_digest (the "
-    "digest computed in a thread beside the write, sync and read-back).")
+    "record instead of rec_batch), sha256 and blake2b (SHA-256 or BLAKE2b-256 digests "
+    "instead of BLAKE3), threaded_digest (the digest computed in a thread beside the "
+    "write, sync and read-back).")
 
 _IMAGES_PER_IDENTITY = 40
 _real_read_images = None  # rec_batch.read_images, kept while a contender patches it
@@ -265,6 +266,7 @@ def _contenders():
                                     (shard_writer, "write_verified", _library_write)]),
       "per_record": _patched(shipped, [(rec_batch, "read_images", _all_suspect)]),
       "blake2b": lambda rec, out: shipped(rec, out, digest.BLAKE2B_256),
+      "sha256": lambda rec, out: shipped(rec, out, digest.SHA256),
       "threaded_digest": _patched(shipped, [(shard_writer, "write_verified", _threaded_write)]),
   }
   unknown = set(_CONTENDERS.value) - set(everything)

@@ -78,7 +78,7 @@ def test_make_synthetic_rec2tfrecord_inspect(tmp_path):
   proc = run_data_tool("inspect_data", rec / "synth_val.bin")
   assert "20 pairs (10 same, 10 different)" in proc.stdout
   proc = run_data_tool("inspect_data", "--verify", out)
-  assert "all 3 shards (12 records) match the sha256 digests" in proc.stdout
+  assert "all 3 shards (12 records) match the blake3 digests" in proc.stdout
   shard = schema.load_manifest(str(out)).shard_paths(str(out))[1]
   with open(shard, "r+b") as f:
     f.seek(os.path.getsize(shard) // 2)

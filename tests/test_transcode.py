@@ -1,14 +1,17 @@
 """rec -> sharded TFRecords: CRC, Example bytes, tf.data, shuffling, resume, bad input."""
 import hashlib
+import json
 import os
 import shutil
 import struct
 
+import blake3
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_crc
 
+from conftest import REPO
 import training_data
 from tfface.data.insightface import rec as insightface_rec
 from tfface.data.insightface import recordio
@@ -107,7 +110,7 @@ def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):
     path = str(tmp_path / "out" / shard.file)
     found = framing.scan(path, manifest.digest_algorithm)
     assert (found.num_records, found.num_bytes) == (shard.num_records, shard.num_bytes)
-    assert found.digest == shard.digest == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert found.digest == shard.digest == blake3.blake3(open(path, "rb").read()).hexdigest()
     assert len(list(framing.iter_records(path))) == shard.num_records  # every CRC checked
 
 
@@ -149,16 +152,25 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, mo
   assert sorted(os.listdir(out)) == sorted(os.listdir(tmp_path / "full"))
 
 
-def test_blake2b_digests_are_recorded_and_named(rec_dir, tmp_path):
+@pytest.mark.parametrize("algorithm,reference", [
+    ("sha256", hashlib.sha256), ("blake2b-256", lambda d: hashlib.blake2b(d, digest_size=32))])
+def test_other_digests_are_recorded_and_named(rec_dir, tmp_path, algorithm, reference):
   result = transcode.transcode(str(rec_dir), str(tmp_path), num_shards=2, num_workers=1,
-                               digest_algorithm=digest.BLAKE2B_256)
-  assert schema.load_manifest(str(tmp_path)).digest_algorithm == "blake2b-256"
+                               digest_algorithm=algorithm)
+  assert schema.load_manifest(str(tmp_path)).digest_algorithm == algorithm
   for shard, path in zip(result.manifest.shards, result.manifest.shard_paths(str(tmp_path))):
     data = open(path, "rb").read()
-    assert shard.digest == hashlib.blake2b(data, digest_size=32).hexdigest()
-    assert shard.digest != hashlib.sha256(data).hexdigest()
+    assert shard.digest == reference(data).hexdigest()
+    assert shard.digest != blake3.blake3(data).hexdigest()
+    assert framing.scan(path, algorithm).digest == shard.digest
   with pytest.raises(ValueError, match="different transcode.*digest_algorithm"):
     transcode.transcode(str(rec_dir), str(tmp_path), num_shards=2, num_workers=1)
+
+
+def test_the_tool_offers_every_digest_and_defaults_to_the_librarys():
+  source = (REPO / "tools" / "rec2tfrecord.py").read_text()
+  assert (f'flags.DEFINE_enum("digest", "{digest.DEFAULT}", '
+          f'{json.dumps(list(digest.ALGORITHMS))},') in source
 
 
 def test_resume_refuses_a_different_plan(rec_dir, tmp_path):
