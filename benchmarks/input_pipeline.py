@@ -8,6 +8,9 @@ Measured in one run, on the same images:
   (`tfface.inference.decode.decode_batch`: `cv2.imdecode`, BGR -> RGB, half
   of the images flipped, as the pipeline flips them) over chunks of 256
   encoded images held in memory, one thread (images/s per core);
+* the decode step alone: tf.data over chunks of those images in memory,
+  decoded by the pipeline's own `numpy_function` step, one thread (the
+  pipeline without reading, shuffling and parsing);
 * the serving decoder for reference: `decode_image_tf` (`tf.io.decode_jpeg`
   with the accurate integer IDCT, the same pixels) as a `tf.data` map over
   the same images, one thread;
@@ -129,6 +132,18 @@ def decode_ceiling(encoded, num_images, chunk=256):
   return seen / wall, (time.process_time() - cpu) / wall
 
 
+def in_tf_data_rate(encoded, num_images, chunk=256):
+  """(images/s, cores busy) of the pipeline's decode step alone: tf.data over chunks of
+  the encoded images in memory, each decoded (half flipped) by the pipeline's own
+  `numpy_function` call; one thread. The pipeline minus reading, shuffling and parsing."""
+  image_size = decode_lib.decode_image(encoded[0].numpy())[0].shape[:2]
+  decode = pipeline._chunk_decoder(image_size, 1, None)  # pylint: disable=protected-access
+  ds = tf.data.Dataset.from_tensor_slices(
+      {"image": encoded, "label": tf.zeros([len(encoded)], tf.int32),
+       "seq": tf.range(len(encoded), dtype=tf.int64)}).repeat().batch(chunk)
+  return _rate(_one_thread(ds.map(decode)), num_images)
+
+
 def serving_decoder_rate(encoded, num_images):
   """One-thread images/s of the serving decoder, `decode_image_tf`, as a tf.data map."""
   ds = tf.data.Dataset.from_tensor_slices(encoded).repeat()
@@ -199,6 +214,7 @@ def main(argv):
     for name, measure in (
         ("ceiling", lambda: decode_ceiling(encoded, n)),
         ("serving", lambda: serving_decoder_rate(encoded, n)),
+        ("in_tf_data", lambda: in_tf_data_rate(encoded, n)),
         ("one", lambda: pipeline_rate(data_dir, batch, n, one_thread=True)),
         ("full", lambda: pipeline_rate(data_dir, batch, n, one_thread=False))):
       best[name] = max(best.get(name, (0.0, 0.0)), measure())
@@ -209,6 +225,9 @@ def main(argv):
   print(f"serving decoder (decode_image_tf, tf.data map, 1 thread): "
         f"{best['serving'][0]:,.0f} images/s ({best['serving'][1]:.2f} cores busy)",
         flush=True)
+  in_tf, in_tf_cores = best["in_tf_data"]
+  print(f"decode step alone in tf.data (in-memory chunks, 1 thread): {in_tf:,.0f} images/s "
+        f"({in_tf_cores:.2f} cores busy) = {in_tf / ceiling:.2f} x ceiling", flush=True)
   print(f"pipeline, 1 thread: {one:,.0f} images/s ({o_cores:.2f} cores busy) = "
         f"{one / ceiling:.2f} x ceiling", flush=True)
   print(f"pipeline, all {cores} cores: {full:,.0f} images/s ({f_cores:.2f} cores busy) "
