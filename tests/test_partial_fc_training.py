@@ -73,7 +73,9 @@ def _held_out_accuracy(stdout):
 @pytest.mark.slow
 def test_partial_fc_at_half_learns_like_the_replicated_head(tmp_path):
   # The synthetic faces, smaller than the demo's; both runs on two replicas,
-  # same steps; the held-out identities of synth_val decide.
+  # same steps; the held-out identities of synth_val decide. Deterministic
+  # input: both runs see the same batches, so the difference is the sampling,
+  # not tf.data's ordering (0.8958 vs 0.9008, the same in two runs).
   rec, tfr = tmp_path / "rec", tmp_path / "tfrecords"
   run_tool("make_synthetic", f"--output_dir={rec}", "--num_identities=150",
            "--images_per_identity=20", "--num_pairs=1200")
@@ -81,7 +83,7 @@ def test_partial_fc_at_half_learns_like_the_replicated_head(tmp_path):
   common = ["--dataset=synthetic", f"--data_dir={tfr}", f"--val_bins={rec}/synth_val.bin",
             "--total_steps=240", "--batch_size=16", "--cpu_replicas=2",
             "--checkpoint_every=1000", "--config.verify_at_start=False",
-            "--config.log_every=40"]
+            "--config.log_every=40", "--config.input.deterministic=True"]
   replicated = run_tool("train", *common, f"--workdir={tmp_path / 'replicated'}",
                         timeout=900).stdout
   sharded = run_tool("train", *common, f"--workdir={tmp_path / 'sharded'}",
