@@ -119,10 +119,9 @@ def load_encoded(data_dir, manifest, num_images):
                    for r in records])
 
 
-def decode_ceiling(encoded, num_images, chunk=256):
+def decode_ceiling(encoded, image_size, num_images, chunk=256):
   """(images/s, cores busy) of the pipeline's decoder over encoded images in memory."""
   data = [bytes(b) for b in encoded.numpy()]
-  image_size = decode_lib.decode_image(data[0])[0].shape[:2]
   flips = [i % 2 == 1 for i in range(chunk)]
   seen, start, cpu = 0, time.perf_counter(), time.process_time()
   while seen < num_images:
@@ -132,11 +131,10 @@ def decode_ceiling(encoded, num_images, chunk=256):
   return seen / wall, (time.process_time() - cpu) / wall
 
 
-def in_tf_data_rate(encoded, num_images, chunk=256):
+def in_tf_data_rate(encoded, image_size, num_images, chunk=256):
   """(images/s, cores busy) of the pipeline's decode step alone: tf.data over chunks of
   the encoded images in memory, each decoded (half flipped) by the pipeline's own
   `numpy_function` call; one thread. The pipeline minus reading, shuffling and parsing."""
-  image_size = decode_lib.decode_image(encoded[0].numpy())[0].shape[:2]
   decode = pipeline._chunk_decoder(image_size, 1, None)  # pylint: disable=protected-access
   ds = tf.data.Dataset.from_tensor_slices(
       {"image": encoded, "label": tf.zeros([len(encoded)], tf.int32),
@@ -209,12 +207,15 @@ def main(argv):
   # Alternate the measurements and keep each one's best round, so that load
   # from other processes affects them alike.
   encoded = load_encoded(data_dir, manifest, n)
+  # The size the pipeline checks every image against (as it does in training).
+  image_size = tuple(manifest.image_size or decode_lib.decode_image(
+      encoded[0].numpy())[0].shape[:2])
   best = {}
   for _ in range(_REPEATS.value):
     for name, measure in (
-        ("ceiling", lambda: decode_ceiling(encoded, n)),
+        ("ceiling", lambda: decode_ceiling(encoded, image_size, n)),
         ("serving", lambda: serving_decoder_rate(encoded, n)),
-        ("in_tf_data", lambda: in_tf_data_rate(encoded, n)),
+        ("in_tf_data", lambda: in_tf_data_rate(encoded, image_size, n)),
         ("one", lambda: pipeline_rate(data_dir, batch, n, one_thread=True)),
         ("full", lambda: pipeline_rate(data_dir, batch, n, one_thread=False))):
       best[name] = max(best.get(name, (0.0, 0.0)), measure())

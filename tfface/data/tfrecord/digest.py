@@ -17,7 +17,7 @@ BLAKE3 = "blake3"
 SHA256 = "sha256"
 BLAKE2B_256 = "blake2b-256"
 ALGORITHMS = (BLAKE3, SHA256, BLAKE2B_256)
-# The fastest measured on every CPU tried (docs/data.md, "Speed").
+# The fastest measured on the project's machine (AMD EPYC; docs/data.md, "Speed").
 DEFAULT = BLAKE3
 
 
