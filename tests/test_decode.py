@@ -89,6 +89,70 @@ def test_negative_control_fast_idct_differs(name):
   assert np.mean(fast != cv2_rgb(CASES[name])) > 0.3, name
 
 
+def test_decode_batch_equals_cv2_flips_and_drops():
+  names = MODEL_SIZE_CASES
+  data = [CASES[n] for n in names] + [b"not an image", CASES["odd_q95_444"], b""]
+  flips = [i % 2 == 1 for i in range(len(data))]
+  images, keep = decode.decode_batch(data, (112, 112), flips)
+  np.testing.assert_array_equal(keep, [True] * len(names) + [False] * 3)
+  want = [cv2_rgb(CASES[n])[:, ::-1] if flip else cv2_rgb(CASES[n])
+          for n, flip in zip(names, flips)]
+  np.testing.assert_array_equal(images, np.stack(want))
+
+
+@tf.function
+def _through_numpy_function(data):
+  images, _ = tf.numpy_function(lambda d: decode.decode_batch(d, (112, 112)), [data],
+                                [tf.uint8, tf.bool], stateful=False)
+  return images
+
+
+def _address(tensor):
+  """Where a CPU tensor's buffer lies (through DLPack, which shares it)."""
+  capsule = tf.experimental.dlpack.to_dlpack(tensor)
+
+  class _Capsule:
+
+    def __dlpack__(self, stream=None, **kwargs):
+      del stream, kwargs
+      return capsule
+
+    def __dlpack_device__(self):
+      return (1, 0)  # kDLCPU
+
+  return np.from_dlpack(_Capsule()).ctypes.data
+
+
+def test_decode_batch_output_is_taken_by_tensorflow_without_a_copy(monkeypatch):
+  """The training input hands decode_batch's chunk to TensorFlow: it must not be copied.
+
+  TensorFlow takes a numpy_function result's buffer as it is only when it is
+  64-byte aligned (numpy aligns to 16); else it copies it (negative control).
+  """
+  returned = []
+  real = decode.decode_batch
+
+  def recording(*args, **kwargs):
+    out = real(*args, **kwargs)
+    returned.append(out[0].ctypes.data)
+    return out
+
+  monkeypatch.setattr(decode, "decode_batch", recording)
+  data = tf.constant([CASES[n] for n in MODEL_SIZE_CASES])
+  images = _through_numpy_function(data)
+  assert returned[-1] % 64 == 0
+  assert _address(images) == returned[-1]
+
+  def unaligned(shape):  # the negative control: numpy's own 16-byte alignment, off by 16
+    buf = np.empty(int(np.prod(shape)) + 64, np.uint8)
+    start = (16 - buf.ctypes.data) % 64
+    return buf[start:start + int(np.prod(shape))].reshape(shape)
+
+  monkeypatch.setattr(decode, "_aligned_empty", unaligned)
+  images = _through_numpy_function(data)
+  assert returned[-1] % 64 and _address(images) != returned[-1]
+
+
 @pytest.mark.parametrize("height,width", [(150, 130), (130, 150), (100, 90)])
 def test_resize_in_graph_is_insightfaces_resize(height, width):
   # Shorter side to 112 (bicubic), then the centre: TensorFlow's bicubic

@@ -71,6 +71,21 @@ def decode_image(data, image_size=None, where="<image>"):
   return rgb, False
 
 
+# TensorFlow takes a returned numpy array's buffer without copying only when
+# it is aligned to Eigen's 64 bytes; numpy aligns to 16. For a chunk of 256
+# 112x112 images the copy (and faulting in its fresh pages) took 0.2-0.3 ms
+# of CPU that an aligned buffer saves (tf.numpy_function, measured).
+_TF_ALIGN = 64
+
+
+def _aligned_empty(shape):
+  """An uninitialized uint8 array of `shape` whose data starts on a 64-byte boundary."""
+  size = int(np.prod(shape))
+  buf = np.empty(size + _TF_ALIGN, np.uint8)
+  start = -buf.ctypes.data % _TF_ALIGN
+  return buf[start:start + size].reshape(shape)
+
+
 def decode_batch(data, image_size, flips=None):
   """Decodes a chunk of encoded images of one size, as `decode_image` does.
 
@@ -86,7 +101,7 @@ def decode_batch(data, image_size, flips=None):
     another size, is left out (the training input drops and counts it).
   """
   height, width = (int(v) for v in image_size)
-  out = np.empty((len(data), height, width, 3), np.uint8)
+  out = _aligned_empty((len(data), height, width, 3))
   keep = np.zeros(len(data), bool)
   kept = 0
   for i, encoded in enumerate(data):
