@@ -101,3 +101,29 @@ def test_sigkill_then_same_command_resumes_like_an_uninterrupted_run(tmp_path):
   b = keras.saving.load_model(workdir / "backbone.keras")
   for x, y in zip(a.weights, b.weights):
     np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume_from(tmp_path):
+  """Ctrl-C printed a KeyboardInterrupt traceback; now one line, exit 130, then resume."""
+  data = str(tmp_path / "data")
+  training_data.write_dataset(
+      data, [training_data.jpeg(training_data.face_like(c, i)) for c in range(8)
+             for i in range(8)], [c for c in range(8) for _ in range(8)], num_shards=2)
+  workdir = tmp_path / "run"
+  command = [a for a in _command(data, workdir) if "jit_compile" not in a]
+  command = [a.replace(f"--total_steps={TOTAL}", "--total_steps=100000") for a in command]
+  victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  deadline = time.time() + 300
+  while _latest_checkpoint(workdir) < 3 and victim.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  victim.send_signal(signal.SIGINT)
+  out, err = victim.communicate(timeout=120)
+  assert victim.returncode == 130, (out, err)
+  assert "Traceback" not in err, err
+  last = err.strip().splitlines()[-1]
+  match = re.fullmatch(r"error: interrupted after step (\d+); the last checkpoint is "
+                       r"(\S+ckpt-(\d+)): run the same command to resume from it", last)
+  assert match, err
+  assert int(match.group(3)) >= 3 and int(match.group(1)) >= int(match.group(3))
+  assert os.path.isfile(match.group(2) + ".index")

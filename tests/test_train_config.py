@@ -1,6 +1,7 @@
 """Configs, shortcut flags, learning-rate scaling and schedules."""
 import glob
 import os
+import re
 
 import pytest
 
@@ -75,10 +76,19 @@ def test_seed_shortcuts():
   assert (config.network, config.loss, config.dataset) == ("m1", "triplet", "emore")
   assert config.pretrained == "./models/m1-softmax-emore"
   assert config.triplet.images_per_identity == 5
-  # --network clears backbone overrides tuned for another network.
-  config = _load("synthetic")
-  config = config_lib.apply_shortcuts(config, {"network": "mbf"})
-  assert config.network == "mbf" and config.backbone.overrides.units == (1, 1, 1, 1)
+  # Another network, by --network or --config.network, clears the backbone
+  # overrides the file tuned for its own; overrides given with it apply.
+  assert _load("synthetic").backbone.overrides.to_dict()
+  config = config_lib.apply_shortcuts(_load("emore"), {"backbone.overrides.units": (1, 1)},
+                                      network="r18")
+  assert config.network == "r18" and config.backbone.overrides.units == (1, 1)
+  config = config_lib.apply_shortcuts(_load("synthetic"), {"network": "mbf"})
+  assert config.network == "mbf" and not config.backbone.overrides.to_dict()
+  config = config_lib.apply_shortcuts(_load("synthetic"), {"network": "r34",
+                                                           "backbone.overrides.units": (1, 1)})
+  assert config.backbone.overrides.to_dict() == {"units": (1, 1)}
+  config = config_lib.apply_shortcuts(_load("synthetic"), {"network": "r18"})  # the file's
+  assert config.backbone.overrides.to_dict() == _load("synthetic").backbone.overrides.to_dict()
 
 
 def test_loss_change_resets_tuned_margins_and_overrides_win():
@@ -86,6 +96,13 @@ def test_loss_change_resets_tuned_margins_and_overrides_win():
   config.head.m2 = 0.2
   config = config_lib.apply_shortcuts(config, loss="cosface")
   assert config.head.m2 is None
+  config = _load("synthetic")
+  config.head.m2 = 0.2
+  assert config_lib.apply_shortcuts(config, {"loss": "cosface"}).head.m2 is None
+  config = _load("synthetic")
+  config.head.m3 = 0.3
+  config = config_lib.apply_shortcuts(config, {"loss": "cosface", "head.m3": 0.25})
+  assert config.head.m3 == 0.25
   config = config_lib.apply_shortcuts(_load("emore"), {"head.s": 16.0, "base_lr": 0.2},
                                       dataset="emore")
   assert config.head.s == 16.0 and config.base_lr == 0.2  # --config.* beat the file
@@ -190,3 +207,23 @@ def test_val_bins_resolution(tmp_path):
   config.val_bins = f"{tmp_path}/synth_val.bin,{tmp_path}/lfw.bin"
   with pytest.raises(FileNotFoundError, match="lfw.bin"):
     datasets.resolve_val_bins(config)
+
+
+@pytest.mark.parametrize("field, value, what", [
+    ("epochs", 0.0, "> 0"), ("epochs", -1.0, "> 0"), ("head.s", -5.0, "> 0"),
+    ("lr", 0.0, "> 0"), ("base_lr", 0.0, "> 0"), ("momentum", 1.0, r"in \[0, 1\)"),
+    ("weight_decay", -1e-4, ">= 0"), ("clip_norm", 0.0, "> 0"),
+    ("keep_checkpoints", 0, ">= 1"), ("backbone.embedding_size", 0, ">= 1"),
+    ("backbone.dropout", 1.0, r"in \[0, 1\)"), ("head.margin_warmup", 1.0, r"in \[0, 1\)"),
+    ("triplet.images_per_identity", 1, ">= 2"), ("schedule.decay_factor", 0.0, r"in \(0, 1\]"),
+    ("schedule.decay_at", (2.0,), "increasing fractions"),
+    ("schedule.decay_at", (0.9, 0.5), "increasing fractions"),
+    ("schedule.warmup_fraction", -0.1, r"in \[0, 1\)")])
+def test_values_no_run_can_use_are_refused(field, value, what):
+  """They used to train anyway: --config.epochs=0 trained one step, head.s=-5 flipped the logits."""
+  with pytest.raises(ValueError, match=rf"^--config\.{re.escape(field)}: must be {what}.*; "
+                     rf"got {re.escape(repr(value))}$"):
+    config_lib.apply_shortcuts(_load("synthetic"), {field: value})
+  # The boundary values that are fine still pass.
+  config_lib.apply_shortcuts(_load("synthetic"), {"momentum": 0.0, "weight_decay": 0.0,
+                                                  "head.margin_warmup": 0.0})

@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -270,3 +271,51 @@ def test_corrupt_shard_is_one_line_naming_the_shard_and_offset(synth, tmp_path):
   assert offset <= middle < offset + 16 + 40_000  # the record the bytes landed in
   # The untrained model measured at start is not left behind as the best one.
   assert not (workdir / "best_backbone.keras").exists()
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(loss="cosface"), "loss"),
+    (dict(overrides={"network": "r34"}), "network"),
+    (dict(overrides={"backbone.embedding_size": 64}), "backbone"),
+    (dict(overrides={"head.partial_fc": True}), "head.partial_fc")])
+def test_resuming_with_another_model_or_loss_is_refused(first_run, synth, tmp_path, change,
+                                                        field):
+  """docs/training.md: resuming with another --network or --loss is refused, with a way out.
+
+  The checkpoint alone cannot tell: an ArcFace and a CosFace head have the
+  same variables, so a CosFace run used to resume an ArcFace workdir silently
+  (and rewrote its config.json).
+  """
+  workdir = tmp_path / "run"
+  shutil.copytree(first_run, workdir)
+  before = (workdir / checkpointing.CONFIG).read_text()
+  with pytest.raises(ValueError, match=(
+      rf"{re.escape(str(workdir))}/config.json: this workdir was trained with {field}="
+      rf".*; this run has {field}=.*; resume with the original settings, or start a "
+      rf"new --workdir \(with --pretrained={re.escape(str(workdir))} to reuse the "
+      rf"backbone\)")):
+    _train_in_process(workdir, synth[1], total_steps=4, **change)
+  assert (workdir / checkpointing.CONFIG).read_text() == before
+  # The same settings resume (a longer run is not another model).
+  result = _train_in_process(workdir, synth[1], total_steps=3, checkpoint_every=3)
+  assert result.resumed_from.endswith("ckpt-2") and result.step == 3
+
+
+@pytest.mark.parametrize("recipe", [["--dataset=synthetic"], [f"--config={SYNTHETIC}"]])
+def test_config_network_builds_that_network_without_the_files_backbone_overrides(
+    synth, tmp_path, recipe):
+  """The shortcut contradiction error says to pass --config.network=X: it must build X.
+
+  The synthetic config's backbone overrides (a tiny r18) used to stay: the
+  "r34" built was the tiny model, and mbf failed on the unknown `stem_width`.
+  """
+  _, tfr = synth
+  workdir = tmp_path / "mbf"
+  run_tool("train", *recipe, f"--data_dir={tfr}", f"--workdir={workdir}",
+           "--config.network=mbf", "--config.backbone.embedding_size=64",
+           "--total_steps=1", *SMALL)
+  saved = json.loads((workdir / checkpointing.CONFIG).read_text())
+  assert saved["network"] == "mbf" and saved["backbone"]["overrides"] == {}
+  backbone = keras.models.load_model(workdir / checkpointing.BACKBONE)
+  expected = tfface.models.build_backbone("mbf", embedding_size=64)
+  assert backbone.count_params() == expected.count_params()

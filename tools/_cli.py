@@ -3,7 +3,8 @@
 * Library code raises `ValueError` / `OSError` (and their subclasses) with
   messages that already name the file and the place; here they become one
   `error: ...` line on stderr and exit status 1 instead of a traceback. A bad
-  flag value (outside a declared `lower_bound`, say) gets the same one line.
+  flag value (outside a declared `lower_bound`, say) gets the same one line,
+  and Ctrl-C one line too (exit status 130).
 * `--help`, `-h`, `--helpshort` and `--helpfull` print the help and exit 0
   (absl exits 1), and the help of every flag marked required says so.
 * TensorFlow is imported after flag parsing (fast `--help`) and only for
@@ -167,5 +168,8 @@ def run(main, tensorflow: bool = True):
       msg = e.args[0] if isinstance(e, KeyError) and e.args else e
       print(f"error: {msg}", file=sys.stderr)
       sys.exit(1)
+    except KeyboardInterrupt as e:  # Ctrl-C: a line, not a traceback; 128 + SIGINT
+      print(f"error: {e or 'interrupted'}", file=sys.stderr)
+      sys.exit(130)
 
   app.run(_guarded, flags_parser=_parse_flags)

@@ -79,7 +79,8 @@ _PRETRAINED = flags.DEFINE_string(
     "pretrained", None, "Backbone to start from: a workdir, a checkpoint (directory or "
     "prefix) or a .keras file. A new head is built for the data's identities.")
 _LR = flags.DEFINE_float("lr", None, "Absolute peak learning rate (as InsightFace's "
-                         "--lr); default: base_lr x global batch / 512.", lower_bound=0.0)
+                         "--lr); default: the config's base_lr x global batch / reference_batch.",
+                         lower_bound=0.0)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default "
                                "models/NETWORK-LOSS-DATASET.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFRecord directory with manifest.json.")
@@ -110,10 +111,13 @@ def main(argv):
   # TensorFlow logs an INFO line per checkpoint shard; progress lines suffice.
   if not flags.FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)
-  config = _CONFIG.value
+  # The config file is passed by name and the --config.* overrides applied
+  # once, by the trainer, after the shortcuts: `_CONFIG.value` already holds
+  # the overrides, which would hide what the file itself set (another
+  # --config.network must drop the file's backbone overrides).
+  config = config_flags.get_config_filename(flags.FLAGS["config"])
   if _DATASET.value and not flags.FLAGS["config"].present:
-    # The dataset's own config file; --config.* overrides are re-applied to it.
-    config = os.path.join(_CONFIGS, f"{_DATASET.value}.py")
+    config = os.path.join(_CONFIGS, f"{_DATASET.value}.py")  # the dataset's own recipe
   trainer.train(
       config, _WORKDIR.value, overrides=config_flags.get_override_values(flags.FLAGS["config"]),
       network=_NETWORK.value,

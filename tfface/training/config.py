@@ -227,15 +227,21 @@ def apply_shortcuts(config, overrides=None, **shortcuts):
           f"file; to change the file's value pass --config.{name}={given[name]} instead")
   if "dataset" in given:
     datasets.locate(config, given.pop("dataset"))
-  if "network" in given:
-    network = given.pop("network").lower()
+  # Another network or loss, by shortcut or by --config.*, drops what the file
+  # tuned for its own: backbone overrides (a tiny r18's units are not r34's;
+  # mbf takes none of them) and margins (one loss's m2 means something else
+  # for another). --config.backbone.overrides.* / --config.head.m* given
+  # with the change still apply, after.
+  network = overrides.get("network", given.pop("network", None))
+  if network is not None:
+    network = str(network).lower()
     if network != config.network:
       config.backbone.overrides = ml_collections.ConfigDict()
     config.network = network
-  if "loss" in given:
-    loss = given.pop("loss").lower()
+  loss = overrides.get("loss", given.pop("loss", None))
+  if loss is not None:
+    loss = str(loss).lower()
     if loss != config.loss:
-      # Margins tuned for one loss mean something else for another.
       config.head.m1 = config.head.m2 = config.head.m3 = None
     config.loss = loss
   if given.get("mixed_precision") is True:
@@ -279,6 +285,7 @@ def validate(config):
       raise ValueError(f"{name} must be >= 1; got {config[name]}")
   if config.total_steps is not None and config.total_steps < 1:
     raise ValueError(f"total_steps must be >= 1; got {config.total_steps}")
+  _check_ranges(config)
   if config.head.partial_fc:
     if config.loss not in PARTIAL_FC_LOSSES:
       raise ValueError(f"head.partial_fc works with the {', '.join(PARTIAL_FC_LOSSES)} "
@@ -288,6 +295,48 @@ def validate(config):
   rate = config.head.sample_rate
   if rate is not None and not 0.0 < rate <= 1.0:
     raise ValueError(f"head.sample_rate must be in (0, 1]; got {rate}")
+
+
+def _check_ranges(config):
+  """Raises ValueError for a number outside what any run can use (it used to train anyway)."""
+
+  def need(dotted, ok, what, optional=False):
+    value = config
+    for part in dotted.split("."):
+      value = value[part]
+    if value is None and optional:
+      return
+    try:
+      good = value is not None and ok(value)
+    except TypeError:
+      good = False
+    if not good:
+      raise ValueError(f"--config.{dotted}: must be {what}; got {value!r}")
+
+  positive, fraction = "> 0", "in [0, 1)"
+  need("epochs", lambda v: v > 0, positive)
+  need("base_lr", lambda v: v > 0, positive)
+  need("lr", lambda v: v > 0, positive, optional=True)
+  need("reference_batch", lambda v: v >= 1, ">= 1")
+  need("momentum", lambda v: 0 <= v < 1, fraction)
+  need("weight_decay", lambda v: v >= 0, ">= 0")
+  need("clip_norm", lambda v: v > 0, positive, optional=True)
+  need("keep_checkpoints", lambda v: v >= 1, ">= 1")
+  need("freeze_backbone_steps", lambda v: v >= 0, ">= 0")
+  need("cpu_replicas", lambda v: v >= 0, ">= 0")
+  need("backbone.embedding_size", lambda v: v >= 1, ">= 1")
+  need("backbone.dropout", lambda v: 0 <= v < 1, fraction)
+  need("head.s", lambda v: v > 0, positive)
+  need("head.kernel_init_std", lambda v: v > 0, positive)
+  need("head.margin_warmup", lambda v: 0 <= v < 1, fraction)
+  need("triplet.margin", lambda v: v >= 0, ">= 0")
+  need("triplet.images_per_identity", lambda v: v >= 2, ">= 2")
+  need("input.shuffle_buffer", lambda v: v >= 1, ">= 1")
+  need("schedule.decay_factor", lambda v: 0 < v <= 1, "in (0, 1]")
+  need("schedule.power", lambda v: v > 0, positive)
+  need("schedule.warmup_fraction", lambda v: 0 <= v < 1, fraction)
+  need("schedule.decay_at", lambda v: all(0 < f < 1 for f in v) and list(v) == sorted(v),
+       "increasing fractions of the run in (0, 1), e.g. (0.6, 0.85)")
 
 
 def learning_rate(config, global_batch: int) -> float:

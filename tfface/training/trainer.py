@@ -43,6 +43,10 @@ class NonFiniteLossError(FloatingPointError, ValueError):
   """The loss became NaN or Inf; the run stopped without writing anything further."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+  """Ctrl-C during training; the message names the checkpoint to resume from."""
+
+
 @dataclasses.dataclass
 class TrainResult:
   """How a run ended."""
@@ -92,6 +96,46 @@ def _write_config(workdir, config, plan):
   data = json.loads(config.to_json())
   data["resolved"] = dataclasses.asdict(plan)
   checkpointing.write_json_atomically(os.path.join(workdir, checkpointing.CONFIG), data)
+
+
+# What a workdir's checkpoints were trained as: resuming with another value
+# would continue them as something else. The variables alone cannot tell
+# (ArcFace and CosFace heads have the same ones), so config.json is compared.
+_RESUME_FIELDS = ("network", "backbone", "loss", "head.partial_fc", "resolved.num_classes")
+
+
+def _field(data, dotted):
+  for part in dotted.split("."):
+    data = data.get(part) if isinstance(data, dict) else None
+  return data
+
+
+def check_resume_config(workdir, config, plan):
+  """Refuses to resume a workdir's checkpoints as another model, loss or head.
+
+  Raises:
+    ValueError: the workdir has a checkpoint, and its config.json names
+      another network, backbone, loss, Partial FC setting or number of
+      identities than this run; the message says how to go on.
+  """
+  path = os.path.join(workdir, checkpointing.CONFIG)
+  if not (tf.train.latest_checkpoint(os.path.join(workdir, checkpointing.CKPT_DIR))
+          and os.path.isfile(path)):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return  # unreadable: the checkpoint's own check still applies
+  data = json.loads(config.to_json())
+  data["resolved"] = dataclasses.asdict(plan)
+  for dotted in _RESUME_FIELDS:
+    before, now = _field(saved, dotted), _field(data, dotted)
+    if before is not None and before != now:
+      raise ValueError(
+          f"{path}: this workdir was trained with {dotted}={json.dumps(before)}; this run "
+          f"has {dotted}={json.dumps(now)}; resume with the original settings, or start a "
+          f"new --workdir (with --pretrained={workdir} to reuse the backbone)")
 
 
 def _input_options(config, reseed_at=0):
@@ -189,7 +233,16 @@ def _setup_and_run(config, workdir, strategy):
   # Cheap checks of the data before anything slow (verification at start).
   integrity.check_shard_sizes(config.data_dir, manifest)
   pipeline.check_first_image(config.data_dir, manifest, plan.image_size)
+  check_resume_config(workdir, config, plan)
+  # The verification targets are read (and checked) before the workdir is
+  # written to: a bad .bin leaves no half-started run behind.
+  verifier, missing_targets = None, []
   if chief:
+    bins = datasets.resolve_val_bins(config, manifest)
+    missing_targets = datasets.missing_targets(config, bins)
+    if bins:
+      verifier = verifier_lib.Verifier(bins, plan.image_size, config.verify_batch_size,
+                                       workdir)
     os.makedirs(workdir, exist_ok=True)
     _write_config(workdir, config, plan)
   prefix = "" if chief else f"[worker {strategy_lib.worker_index(strategy)}] "
@@ -207,7 +260,8 @@ def _setup_and_run(config, workdir, strategy):
   reporter = summaries.Reporter(workdir, chief, plan.total_steps, plan.global_batch, prefix,
                                 metric_names=task.metric_names)
   try:
-    return _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter)
+    return _run(config, workdir, strategy, manifest, plan, task, saver, reporter, verifier,
+                missing_targets)
   finally:
     saver.close()
     reporter.close()
@@ -280,7 +334,8 @@ def _resolve_jit(config):
                  "--config.jit_compile=True to try it")
 
 
-def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter):
+def _run(config, workdir, strategy, manifest, plan, task, saver, reporter, verifier,
+         missing_targets):
   reporter.line(
       f"training {config.network} {config.loss} on {plan.num_images} images of "
       f"{plan.num_classes} identities ({config.data_dir}); global batch "
@@ -301,15 +356,8 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
   elif config.pretrained:
     reporter.line(f"pretrained: {checkpointing.load_pretrained(config.pretrained, task.backbone)}")
 
-  verifier = None
-  if chief:
-    bins = datasets.resolve_val_bins(config, manifest)
-    missing = datasets.missing_targets(config, bins)
-    if missing:
-      reporter.line(f"verification targets not found, skipped: {', '.join(missing)}")
-    if bins:
-      verifier = verifier_lib.Verifier(bins, plan.image_size, config.verify_batch_size,
-                                       workdir)
+  if missing_targets:
+    reporter.line(f"verification targets not found, skipped: {', '.join(missing_targets)}")
   result = TrainResult(workdir, start, resumed, None)
   if start >= plan.total_steps:
     reporter.line(f"already at step {start} of {plan.total_steps}; nothing to train")
@@ -342,44 +390,50 @@ def _run(config, workdir, strategy, chief, manifest, plan, task, saver, reporter
 
   step, verified, metrics = start, start, {}
   reporter.start(step)
-  while step < plan.total_steps:
-    stop = _next_stop(step, config, plan, switches)
-    try:
-      out = loop.run(stop - step, train_backbone=step >= config.freeze_backbone_steps,
-                     use_margin=step >= margin_from)
-    except tf.errors.InvalidArgumentError as e:
-      label_error = _label_error(e, config.data_dir)
-      if label_error is not None:
-        raise label_error from None
-      raise
-    except tf.errors.DataLossError as e:
-      raise _data_loss_error(e, config.data_dir, manifest) from None
-    if out.nonfinite_step >= 0:
-      raise NonFiniteLossError(
-          f"loss is {out.nonfinite_loss} at step {out.nonfinite_step}; stopped without "
-          f"saving. The last good checkpoint is {saver.latest or '(none yet)'}, left "
-          f"intact. Lower the learning rate (--lr), add warmup "
-          f"(--config.schedule.warmup_fraction) or set --config.clip_norm")
-    step = int(task.step.numpy())
-    if out.applied:
-      metrics = out.metrics
-    if step < stop:
-      continue  # the loss-scale optimizer skipped overflowing updates: finish the span
-    if step % config.log_every == 0 or step == plan.total_steps:
-      # The rate that produced this step's update: the schedule at step - 1.
-      reporter.progress(step, metrics, float(task.learning_rate(step - 1)), stats.skipped)
-    if step % config.checkpoint_every == 0 or step == plan.total_steps:
-      # A finite loss was computed before this step's update; the weights
-      # after it must be checked too before they overwrite a good checkpoint.
-      if not bool(weights_finite()):
+  try:
+    while step < plan.total_steps:
+      stop = _next_stop(step, config, plan, switches)
+      try:
+        out = loop.run(stop - step, train_backbone=step >= config.freeze_backbone_steps,
+                       use_margin=step >= margin_from)
+      except tf.errors.InvalidArgumentError as e:
+        label_error = _label_error(e, config.data_dir)
+        if label_error is not None:
+          raise label_error from None
+        raise
+      except tf.errors.DataLossError as e:
+        raise _data_loss_error(e, config.data_dir, manifest) from None
+      if out.nonfinite_step >= 0:
         raise NonFiniteLossError(
-            f"the weights became NaN/Inf at step {step}; stopped without saving. "
-            f"The last good checkpoint is {saver.latest or '(none yet)'}, left intact. "
-            "Lower the learning rate (--lr) or set --config.clip_norm")
-      saver.save(step)
-    if verifier and (step % config.verify_every == 0 or step == plan.total_steps):
-      result.accuracy_after = verify(step)
-      verified = step
+            f"loss is {out.nonfinite_loss} at step {out.nonfinite_step}; stopped without "
+            f"saving. The last good checkpoint is {saver.latest or '(none yet)'}, left "
+            f"intact. Lower the learning rate (--lr), add warmup "
+            f"(--config.schedule.warmup_fraction) or set --config.clip_norm")
+      step = int(task.step.numpy())
+      if out.applied:
+        metrics = out.metrics
+      if step < stop:
+        continue  # the loss-scale optimizer skipped overflowing updates: finish the span
+      if step % config.log_every == 0 or step == plan.total_steps:
+        # The rate that produced this step's update: the schedule at step - 1.
+        reporter.progress(step, metrics, float(task.learning_rate(step - 1)), stats.skipped)
+      if step % config.checkpoint_every == 0 or step == plan.total_steps:
+        # A finite loss was computed before this step's update; the weights
+        # after it must be checked too before they overwrite a good checkpoint.
+        if not bool(weights_finite()):
+          raise NonFiniteLossError(
+              f"the weights became NaN/Inf at step {step}; stopped without saving. "
+              f"The last good checkpoint is {saver.latest or '(none yet)'}, left intact. "
+              "Lower the learning rate (--lr) or set --config.clip_norm")
+        saver.save(step)
+      if verifier and (step % config.verify_every == 0 or step == plan.total_steps):
+        result.accuracy_after = verify(step)
+        verified = step
+  except KeyboardInterrupt:
+    # Ctrl-C: one line saying where the run stands, not a traceback.
+    raise TrainingInterrupted(
+        f"interrupted after step {int(task.step.numpy())}; the last checkpoint is "
+        f"{saver.latest or '(none yet)'}: run the same command to resume from it") from None
   if verifier and verified != step:
     result.accuracy_after = verify(step)
   if result.accuracy_after is not None:
