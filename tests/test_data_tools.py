@@ -102,6 +102,7 @@ def test_bad_input_exits_1_with_one_line(tmp_path):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1].startswith(
       f"error: {tmp_path}/train.rec: bad magic 0x4b4e554a at byte offset 0")
+  (tmp_path / "nothing.txt").write_text("not a dataset")
   with pytest.raises(ValueError, match="nothing.txt: not a .rec directory"):
     inspection.describe(str(tmp_path / "nothing.txt"))
 
@@ -131,6 +132,117 @@ def test_rec2img_then_img2rec_round_trip(tmp_path):
   (tmp_path / "img" / "2" / "broken.jpg").write_bytes(b"not a jpeg")
   with pytest.raises(ValueError, match="broken.jpg: not a readable image"):
     conversions.images_to_rec(str(tmp_path / "img"), str(tmp_path / "r3"), resize=True)
+
+
+def _small_rec(directory):
+  """A 9-image InsightFace rec; returns the .idx lines and their byte offsets."""
+  synthetic.generate(str(directory), num_identities=3, images_per_identity=3, num_pairs=20,
+                     num_val_identities=2, val_images_per_identity=2)
+  lines = (directory / "train.idx").read_text().splitlines(keepends=True)
+  return lines, [int(line.split()[1]) for line in lines]
+
+
+def _last_line(proc):
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  return proc.stderr.strip().splitlines()[-1]
+
+
+def test_rec2img_and_inspect_refuse_an_idx_that_does_not_match_the_rec(tmp_path):
+  rec, out = tmp_path / "rec", tmp_path / "out"
+  lines, offsets = _small_rec(rec)
+  idx = rec / "train.idx"
+  # key 2 points inside its own record (aligned): found by reading the records
+  idx.write_text("".join(lines[:2] + [f"2\t{offsets[2] + 8}\n"] + lines[3:]))
+  proc = run_data_tool("rec2img", f"--rec_dir={rec}", f"--output_dir={out}", check=False)
+  assert _last_line(proc) == (
+      f"error: {idx}: line 3: key 2 at byte offset {offsets[2] + 8} is not where a record "
+      f"starts in {rec}/train.rec (the records around it start at {offsets[2]} and "
+      f"{offsets[3]})")
+  assert sorted(os.listdir(tmp_path)) == ["rec"]  # no output, no temporary
+  proc = run_data_tool("rec2tfrecord", f"--rec_dir={rec}", f"--output_dir={tmp_path / 't'}",
+                       "--num_workers=2", check=False)
+  assert _last_line(proc).startswith(
+      f"error: {idx}: line 3: key 2 at byte offset {offsets[2] + 8} is not where a record "
+      f"starts in {rec}/train.rec (the records around it start at {offsets[2]} and "
+      f"{offsets[3]}); reading there: {rec}/train.rec: bad magic 0x00000000 at byte offset "
+      f"{offsets[2] + 8}")
+  # the same, unaligned (`99<TAB>12345`): found on opening, by inspect_data too
+  idx.write_text("".join(lines[:2] + [f"2\t{offsets[2] + 5}\n"] + lines[3:]))
+  for tool in ("rec2img", "inspect_data"):
+    args = [f"--rec_dir={rec}", f"--output_dir={out}"] if tool == "rec2img" else [rec]
+    proc = run_data_tool(tool, *args, check=False)
+    assert _last_line(proc) == (
+        f"error: {idx}: line 3: key 2 at byte offset {offsets[2] + 5} is not where a record "
+        f"starts in {rec}/train.rec: records start at multiples of 4 bytes")
+  # key 5's line deleted: 8 images would be written, not 9
+  idx.write_text("".join(lines[:5] + lines[6:]))
+  for tool in ("rec2img", "inspect_data"):
+    args = [f"--rec_dir={rec}", f"--output_dir={out}"] if tool == "rec2img" else [rec]
+    proc = run_data_tool(tool, *args, check=False)
+    assert _last_line(proc) == (
+        f"error: {idx}: no record with key 5: an image key below the header's first "
+        "identity key is missing from the index")
+  assert not [n for n in os.listdir(tmp_path) if n.startswith("out")]  # nor a temporary
+
+
+def test_rec2img_writes_everything_or_nothing(tmp_path):
+  rec, out = tmp_path / "rec", tmp_path / "out"
+  _, offsets = _small_rec(rec)
+  good = (rec / "train.rec").read_bytes()
+  # Key 5, a class's middle image (opening reads the first and last ones): 4 were
+  # written before it.
+  with open(rec / "train.rec", "r+b") as f:
+    f.seek(offsets[5])
+    f.write(b"JUNK")
+  proc = run_data_tool("rec2img", f"--rec_dir={rec}", f"--output_dir={out}", check=False)
+  assert _last_line(proc).startswith(
+      f"error: {rec}/train.rec: bad magic 0x4b4e554a at byte offset {offsets[5]}")
+  assert sorted(os.listdir(tmp_path)) == ["rec"]  # nothing half-written
+  out.mkdir()
+  (out / "mine.txt").write_text("user file")
+  proc = run_data_tool("rec2img", f"--rec_dir={rec}", f"--output_dir={out}", check=False)
+  assert _last_line(proc) == (f"error: {out}: already exists and is not empty; pass "
+                              "--overwrite to replace it")
+  proc = run_data_tool("rec2img", f"--rec_dir={rec}", f"--output_dir={out}", "--overwrite",
+                       check=False)
+  assert _last_line(proc).startswith(f"error: {rec}/train.rec: bad magic")
+  assert os.listdir(out) == ["mine.txt"] and sorted(os.listdir(tmp_path)) == ["out", "rec"]
+  (rec / "train.rec").write_bytes(good)
+  proc = run_data_tool("rec2img", f"--rec_dir={rec}", f"--output_dir={out}", "--overwrite")
+  assert proc.stdout.strip() == f"wrote 9 images under {out}"
+  assert sorted(os.listdir(out)) == ["0", "1", "2"]  # replaced whole
+  assert sorted(os.listdir(tmp_path)) == ["out", "rec"]
+
+
+def test_img2rec_writes_everything_or_nothing(tmp_path):
+  images, out = tmp_path / "img", tmp_path / "out"
+  for person in ("ann", "bob"):
+    (images / person).mkdir(parents=True)
+    cv2.imwrite(str(images / person / "1.jpg"), np.full((112, 112, 3), 90, np.uint8))
+  (images / "bob" / "2.jpg").write_bytes(b"not a jpeg")
+  proc = run_data_tool("img2rec", f"--image_dir={images}", f"--output_dir={out}", check=False)
+  assert _last_line(proc) == (f"error: {images / 'bob' / '2.jpg'}: not a readable image "
+                              "(10 bytes)")
+  assert sorted(os.listdir(tmp_path)) == ["img"]  # not even an empty directory
+  out.mkdir()
+  (out / "lfw.bin").write_bytes(b"kept")
+  proc = run_data_tool("img2rec", f"--image_dir={images}", f"--output_dir={out}", check=False)
+  assert _last_line(proc) == (f"error: {out}: already exists and is not empty; pass "
+                              "--overwrite to replace it")
+  (images / "bob" / "2.jpg").unlink()
+  run_data_tool("img2rec", f"--image_dir={images}", f"--output_dir={out}", "--overwrite")
+  # its four files replace theirs; the rest of the directory stays
+  assert sorted(os.listdir(out)) == ["lfw.bin", "property", "train.idx", "train.lst",
+                                     "train.rec"]
+  assert (out / "lfw.bin").read_bytes() == b"kept"
+  assert sorted(os.listdir(tmp_path)) == ["img", "out"]
+
+
+def test_inspect_data_names_a_path_that_does_not_exist(tmp_path):
+  proc = run_data_tool("inspect_data", tmp_path / "nope", check=False)
+  assert _last_line(proc) == f"error: {tmp_path / 'nope'}: no such file or directory"
+  with pytest.raises(FileNotFoundError, match="nope.rec: no such file or directory"):
+    inspection.describe(str(tmp_path / "nope.rec"))
 
 
 def test_make_bin_from_lfw_pairs_and_plain_pairs(tmp_path):

@@ -129,6 +129,30 @@ def test_missing_image_key_in_idx(tmp_path):
       rec.image_offsets()
     with pytest.raises(KeyError, match="no record with key 2"):
       rec.read(2)
+    with pytest.raises(ValueError, match="no record with key 2: an image key .* missing"):
+      list(rec)  # not two images out of three
+
+
+def test_iteration_rejects_an_idx_that_does_not_match_the_rec(tmp_path):
+  _write_header_layout(tmp_path, [3])
+  idx = tmp_path / "train.idx"
+  lines = idx.read_text().splitlines(keepends=True)
+  offsets = [int(l.split()[1]) for l in lines]
+  lines[2] = f"2\t{offsets[2] + 8}\n"  # key 2 points inside its record
+  idx.write_text("".join(lines))
+  with insightface_rec.InsightFaceRec(str(tmp_path)) as rec:
+    with pytest.raises(ValueError, match=rf"train.idx: line 3: key 2 at byte offset "
+                       rf"{offsets[2] + 8} is not where a record starts"):
+      list(rec)
+  lines[2] = f"2\t{offsets[2]}\n"
+  idx.write_text("".join(lines))
+  end = (tmp_path / "train.rec").stat().st_size
+  with open(tmp_path / "train.rec", "ab") as f:  # a record the .idx does not list
+    f.write(recordio.encode_record(recordio.pack_header(recordio.IRHeader(0, 0, 9, 0), JPEG)))
+  with insightface_rec.InsightFaceRec(str(tmp_path)) as rec:
+    with pytest.raises(ValueError, match=rf"train.rec: the record at byte offset {end} has "
+                       r"no entry in .*train.idx \(it lies between the records of key 4\)"):
+      list(rec)
 
 
 def test_writer_requires_grouped_labels(tmp_path):

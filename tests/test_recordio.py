@@ -138,3 +138,75 @@ def test_read_idx_errors(tmp_path):
   idx.write_text("0\t0\n5\t8\n5\t16\n")
   with pytest.raises(ValueError, match="key 5 appears more than once"):
     recordio.read_idx(str(idx))
+
+
+def _write_indexed(tmp_path, count=4):
+  rec, idx = str(tmp_path / "t.rec"), tmp_path / "t.idx"
+  with recordio.RecordIOWriter(rec, str(idx)) as writer:
+    offsets = [writer.write(bytes([65 + i]) * 40, key=i) for i in range(count)]
+  return rec, idx, offsets
+
+
+def test_iteration_rejects_an_idx_offset_that_is_not_a_record_start(tmp_path):
+  rec, idx, offsets = _write_indexed(tmp_path)
+  inside = offsets[1] + 16  # aligned, but inside record 1's payload
+  lines = idx.read_text().splitlines(keepends=True)
+  lines[1] = f"1\t{inside}\n"
+  idx.write_text("\n" + "".join(lines))  # a blank first line: line numbers still right
+  with recordio.IndexedRecordIO(rec, str(idx)) as indexed:
+    with pytest.raises(ValueError, match=(
+        rf"t.idx: line 3: key 1 at byte offset {inside} is not where a record starts in "
+        rf".*t.rec \(the records around it start at {offsets[1]} and {offsets[2]}\)")):
+      list(indexed)
+  lines[1] = f"1\t{offsets[1]}\n"
+  lines[3] = f"3\t{offsets[3] + 8}\n"  # inside the last record
+  idx.write_text("".join(lines))
+  with recordio.IndexedRecordIO(rec, str(idx)) as indexed:
+    with pytest.raises(ValueError, match=rf"t.idx: line 4: key 3 at byte offset "
+                       rf"{offsets[3] + 8} is not where a record starts .*start at {offsets[3]}\)"):
+      list(indexed)
+  lines[3] = f"3\t{offsets[3]}\n"
+  lines[1] = f"1\t{offsets[3] + 8}\n"  # a later record's: record 1 is met first, unlisted
+  idx.write_text("".join(lines))
+  with recordio.IndexedRecordIO(rec, str(idx)) as indexed:
+    with pytest.raises(ValueError, match=(
+        rf"t.rec: the record at byte offset {offsets[1]} has no entry in .*t.idx \(it lies "
+        rf"between the records of key 0 and key 2; the .idx gives key 1 byte offset "
+        rf"{offsets[3] + 8} \(line 2\)\)")):
+      list(indexed)
+
+
+def test_iteration_rejects_a_record_without_idx_entry(tmp_path):
+  rec, idx, offsets = _write_indexed(tmp_path)
+  lines = idx.read_text().splitlines(keepends=True)
+  for missing in (2, 3):  # a record in the middle, the last record
+    idx.write_text("".join(l for i, l in enumerate(lines) if i != missing))
+    with recordio.IndexedRecordIO(rec, str(idx)) as indexed:
+      with pytest.raises(ValueError, match=rf"t.rec: the record at byte offset "
+                         rf"{offsets[missing]} has no entry in .*t.idx"):
+        list(indexed)
+
+
+def test_opening_rejects_unaligned_and_repeated_offsets(tmp_path):
+  rec, idx, offsets = _write_indexed(tmp_path)
+  idx.write_text(f"0\t0\n1\t{offsets[1] + 1}\n")
+  with pytest.raises(ValueError, match=rf"t.idx: line 2: key 1 at byte offset {offsets[1] + 1} "
+                     "is not where a record starts in .*multiples of 4"):
+    recordio.IndexedRecordIO(rec, str(idx))
+  idx.write_text(f"0\t0\n1\t{offsets[1]}\n\n2\t{offsets[1]}\n")
+  with pytest.raises(ValueError, match=rf"t.idx: lines 2 and 4: keys 1 and 2 both have byte "
+                     rf"offset {offsets[1]}"):
+    recordio.IndexedRecordIO(rec, str(idx))
+
+
+def test_offset_error_names_the_idx_line(tmp_path):
+  rec, idx, offsets = _write_indexed(tmp_path)
+  lines = idx.read_text().splitlines(keepends=True)
+  lines[2] = f"2\t{offsets[1] + 16}\n"
+  idx.write_text("".join(lines))
+  with recordio.IndexedRecordIO(rec, str(idx)) as indexed:
+    assert indexed.explain_offset(offsets[1] + 16) == (
+        f"{idx}: line 3: key 2 at byte offset {offsets[1] + 16} is not where a record "
+        f"starts in {rec} (the records around it start at {offsets[1]} and {offsets[2]})")
+    assert indexed.explain_offset(offsets[1]) is None  # a record start: the .idx is right
+    assert indexed.explain_offset(5) is None  # not an .idx offset

@@ -9,6 +9,7 @@ atomic within a file system.
 import contextlib
 import json
 import os
+import shutil
 
 
 def temporary_name(path: str, suffix: str = "") -> str:
@@ -38,6 +39,59 @@ def replacing(path, suffix: str = "", make_dirs: bool = False):
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+@contextlib.contextmanager
+def replacing_dir(path, overwrite: bool = False, merge: bool = False):
+  """Yields a temporary directory beside `path` that becomes `path` if the block succeeds.
+
+  For tools that write a tree of files: the tree appears under its final
+  name whole, by one rename, or not at all.
+
+  Args:
+    path: the final directory (its parent is created if needed).
+    overwrite: accept an existing non-empty `path`. It is then replaced
+      whole, after the block succeeded; with `merge`, only the entries the
+      block wrote replace those of the same name and the others stay.
+    merge: move the block's entries into an existing `path` one by one (for a
+      fixed set of output files in a directory that may hold others).
+
+  Raises:
+    ValueError: `path` is not a directory, or a non-empty one without
+      `overwrite` (checked before the block runs).
+
+  On an exception the temporary directory is removed and `path` is untouched.
+  """
+  shown = os.fspath(path)
+  target = os.path.abspath(shown)  # no trailing slash: the temporary goes beside it
+  if os.path.lexists(target) and not os.path.isdir(target):
+    raise ValueError(f"{shown}: exists and is not a directory")
+  if os.path.isdir(target) and os.listdir(target) and not overwrite:
+    raise ValueError(f"{shown}: already exists and is not empty; pass --overwrite to "
+                     "replace it")
+  tmp = temporary_name(target)
+  if os.path.isdir(tmp):
+    shutil.rmtree(tmp)  # left by a killed process that had the same id
+  os.makedirs(tmp)
+  try:
+    yield tmp
+    if merge and os.path.isdir(target):
+      for name in os.listdir(tmp):
+        os.replace(os.path.join(tmp, name), os.path.join(target, name))
+    elif os.path.isdir(target) and os.listdir(target):
+      old = temporary_name(target, ".old")
+      os.replace(target, old)
+      try:
+        os.replace(tmp, target)
+      except BaseException:
+        os.replace(old, target)
+        raise
+      shutil.rmtree(old)
+    else:
+      os.replace(tmp, target)  # onto nothing or an empty directory
+  finally:
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp)
 
 
 def write_bytes(path, data, sync: bool = False, make_dirs: bool = False):

@@ -53,8 +53,11 @@ def describe(path: str) -> str:
   """Returns a multi-line description of the dataset at `path`.
 
   Raises:
-    ValueError: `path` is none of the known kinds.
+    FileNotFoundError: nothing exists at `path`.
+    ValueError: `path` is none of the known kinds, or bad input.
   """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no such file or directory")
   kind = _kind(path)
   if kind == "tfrecord_dir":
     return describe_tfrecord_dir(path)
@@ -74,8 +77,20 @@ def describe(path: str) -> str:
 
 
 def describe_rec(source) -> str:
-  """The summary of a `.rec` dataset: counts, layout, notes, samples."""
+  """The summary of a `.rec` dataset: counts, layout, notes, samples.
+
+  Cheap: it reads the `.idx`, a few records and no more. Opening checks the
+  `.idx` offsets (inside the `.rec`, multiples of 4, distinct) and here
+  every image key is looked up; an `.idx` offset that is a multiple of 4
+  but not where a record starts is only found by reading every record
+  (`rec2img`, `rec2tfrecord`).
+
+  Raises:
+    ValueError: those checks fail (the `.idx` line or key), or a sample
+      record is broken.
+  """
   with insightface_rec.InsightFaceRec(source) as rec:
+    rec.image_offsets()  # every image key the header announces is in the .idx
     lines = [rec.describe()]
     if rec.property:
       p = rec.property
@@ -154,8 +169,10 @@ def verify(directory: str, progress: bool = True) -> tuple[str, bool]:
     line; `ok` is False when any shard is bad.
 
   Raises:
-    FileNotFoundError, ValueError: no readable manifest.
+    FileNotFoundError, ValueError: nothing at `directory`, or no readable manifest.
   """
+  if not os.path.exists(directory):
+    raise FileNotFoundError(f"{directory}: no such file or directory")
   manifest = schema.load_manifest(directory)
   problems = integrity.verify_shards(directory, manifest, progress=progress)
   total = sum(s.num_records for s in manifest.shards)

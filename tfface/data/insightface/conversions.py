@@ -30,22 +30,34 @@ def image_extension(data: bytes) -> str:
   return ".jpg"
 
 
-def rec_to_images(rec_dir, output_dir: str, progress: bool = False) -> int:
+def rec_to_images(rec_dir, output_dir: str, progress: bool = False,
+                  overwrite: bool = False) -> int:
   """Writes every image of a `.rec` dataset to `output_dir/<label>/<key>.jpg`.
+
+  The tree is written into a temporary directory beside `output_dir` and
+  renamed to it once every image is written: a failure leaves nothing.
 
   Args:
     rec_dir: a directory with `train.rec`/`train.idx`, or `(rec, idx)` paths.
-    output_dir: destination root (created).
+    output_dir: destination root (created; its parent too).
     progress: show images written, rate and ETA on stderr.
+    overwrite: replace an existing non-empty `output_dir` (whole, once the
+      new tree is complete) instead of refusing it.
 
   Returns:
     The number of images written.
+
+  Raises:
+    ValueError: a non-empty `output_dir` without `overwrite`, or bad input:
+      a broken record, or an `.idx` that does not match the `.rec` (named
+      by file and line, key or byte offset).
   """
   count = 0
-  with insightface_rec.InsightFaceRec(rec_dir) as rec:
+  with insightface_rec.InsightFaceRec(rec_dir) as rec, \
+       atomic.replacing_dir(output_dir, overwrite=overwrite) as tmp:
     for key, label, image in progress_lib.progress(rec, total=rec.num_images, desc="rec2img",
                                                    unit="images", disable=not progress):
-      folder = os.path.join(output_dir, str(label))
+      folder = os.path.join(tmp, str(label))
       os.makedirs(folder, exist_ok=True)
       atomic.write_bytes(os.path.join(folder, f"{key}{image_extension(image)}"), image)
       count += 1
@@ -114,27 +126,34 @@ class Img2RecResult:
 
 
 def images_to_rec(image_dir: str, output_dir: str, resize: bool = False,
-                  size=(112, 112), progress: bool = False) -> Img2RecResult:
+                  size=(112, 112), progress: bool = False,
+                  overwrite: bool = False) -> Img2RecResult:
   """Packs `image_dir/<identity>/*.jpg` into `train.lst/.rec/.idx` + `property`.
+
+  The four files are written into a temporary directory beside `output_dir`
+  and moved into it once all are complete: a failure leaves nothing.
 
   Args:
     image_dir: root with one sub-folder per identity (labels in sorted order).
-    output_dir: destination directory.
+    output_dir: destination directory (created; its parent too).
     resize: resize images of another size to `size` (else an error).
     size: `(height, width)` of the faces.
     progress: show images packed, rate and ETA on stderr.
+    overwrite: write into a non-empty `output_dir` instead of refusing it:
+      the four files replace theirs, other files there stay.
 
   Returns:
     An `Img2RecResult`.
 
   Raises:
-    ValueError: an unreadable image (named) or a wrongly sized one.
+    ValueError: an unreadable image (named), a wrongly sized one, or a
+      non-empty `output_dir` without `overwrite`.
   """
   items = list_image_folder(image_dir)
-  os.makedirs(output_dir, exist_ok=True)
-  with rec_writer.InsightFaceWriter(output_dir, image_size=size) as writer:
-    for path, label in progress_lib.progress(items, desc="img2rec", unit="images",
-                                             disable=not progress):
-      writer.add(label, load_face_image(path, size, resize))
-  write_lst(os.path.join(output_dir, "train.lst"), items)
+  with atomic.replacing_dir(output_dir, overwrite=overwrite, merge=True) as tmp:
+    with rec_writer.InsightFaceWriter(tmp, image_size=size) as writer:
+      for path, label in progress_lib.progress(items, desc="img2rec", unit="images",
+                                               disable=not progress):
+        writer.add(label, load_face_image(path, size, resize))
+    write_lst(os.path.join(tmp, "train.lst"), items)
   return Img2RecResult(writer.num_images, writer.num_classes, output_dir)

@@ -205,7 +205,15 @@ class InsightFaceRec:
     return self.num_images
 
   def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
-    """Streams `(key, label, image_bytes)` over all images in file order."""
+    """Streams `(key, label, image_bytes)` over all images in file order.
+
+    Raises:
+      ValueError: an image key that the `.idx` does not list, a record it
+        does not list, an `.idx` offset where no record starts (see
+        `IndexedRecordIO`), or a broken record (its key and byte offset).
+    """
+    if self.has_header:
+      self.image_offsets()  # every image key is listed: none is silently left out
     first, last = (self.image_keys[0], self.image_keys[-1]) if self.num_images else (1, 0)
     for key, offset, payload in self.index:
       if self.has_header and not first <= key <= last:

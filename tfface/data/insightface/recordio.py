@@ -333,7 +333,9 @@ class IndexedRecordIO:
       0, 1, 2, ... in file order (the keys InsightFace's writers use).
 
   Raises:
-    ValueError: an `.idx` line whose offset lies past the end of the `.rec`.
+    ValueError: an `.idx` line whose offset lies past the end of the `.rec`,
+      is not a multiple of 4 (every record starts at one) or repeats the
+      offset of another line.
   """
 
   def __init__(self, rec_path: str, idx_path: str | None = None):
@@ -344,16 +346,86 @@ class IndexedRecordIO:
       keys = np.arange(len(offsets), dtype=np.int64)
     else:
       keys, offsets = read_idx(idx_path)
-      bad = np.nonzero((offsets < 0) | (offsets >= self.reader.size))[0]
-      if len(bad):
-        i = int(bad[0])
-        raise ValueError(
-            f"{idx_path}: line {i + 1}: key {keys[i]} has byte offset {offsets[i]}, past "
-            f"the end of {rec_path} ({self.reader.size} bytes): the .rec is truncated or "
-            "the .idx belongs to another .rec")
+      self._check_offsets(keys, offsets)
     order = np.argsort(keys, kind="stable")
+    self._entries = order  # _entries[i]: where keys[i] is in the .idx (file order)
     self.keys = keys[order]  # sorted
     self.offsets = offsets[order]  # offsets[i] belongs to keys[i]
+
+  def _line(self, entry: int) -> int:
+    """The `.idx` line number of its `entry`-th (0-based) key (blank lines are skipped)."""
+    with open(self.idx_path) as f:
+      seen = -1
+      for lineno, line in enumerate(f, 1):
+        if line.split():
+          seen += 1
+          if seen == entry:
+            return lineno
+    return entry + 1
+
+  def _check_offsets(self, keys: np.ndarray, offsets: np.ndarray):
+    """The checks of `.idx` offsets that need no reading of the `.rec` (vectorized)."""
+    def where(i):
+      return f"{self.idx_path}: line {self._line(i)}: key {keys[i]}"
+
+    bad = np.flatnonzero((offsets < 0) | (offsets >= self.reader.size))
+    if len(bad):
+      i = int(bad[0])
+      raise ValueError(
+          f"{where(i)} has byte offset {offsets[i]}, past the end of {self.rec_path} "
+          f"({self.reader.size} bytes): the .rec is truncated or the .idx belongs to "
+          "another .rec")
+    bad = np.flatnonzero(offsets % 4)
+    if len(bad):
+      i = int(bad[0])
+      raise ValueError(f"{where(i)} at byte offset {offsets[i]} is not where a record starts "
+                       f"in {self.rec_path}: records start at multiples of 4 bytes")
+    if not np.all(np.diff(offsets) > 0):  # written in file order, they are distinct
+      by_offset = np.argsort(offsets, kind="stable")
+      same = np.flatnonzero(np.diff(offsets[by_offset]) == 0)
+      if len(same):
+        i, j = (int(e) for e in by_offset[same[0]:same[0] + 2])
+        raise ValueError(f"{self.idx_path}: lines {self._line(i)} and {self._line(j)}: keys "
+                         f"{keys[i]} and {keys[j]} both have byte offset {offsets[i]}")
+
+  def _not_a_record_start(self, i: int, before: int | None, after: int | None) -> str:
+    """The message for entry `i` (into the sorted keys) whose offset starts no record."""
+    around = " and ".join(str(o) for o in (before, after) if o is not None)
+    return (f"{self.idx_path}: line {self._line(int(self._entries[i]))}: key {self.keys[i]} "
+            f"at byte offset {self.offsets[i]} is not where a record starts in "
+            f"{self.rec_path} (the records around it start at {around})")
+
+  def explain_offset(self, offset: int) -> str | None:
+    """Why reading at `offset` failed, when the `.idx` is at fault (an error path).
+
+    Reads the records from the nearest lower `.idx` offset on, to see whether
+    a record starts at `offset`.
+
+    Returns:
+      A message naming the `.idx` line that gives `offset` if that is not
+      where a record starts; None if it is (the record there is itself
+      broken), if no line gives it, or if that cannot be told.
+    """
+    if self.idx_path is None:
+      return None
+    hits = np.flatnonzero(self.offsets == offset)
+    if not len(hits):
+      return None
+    lower = self.offsets[self.offsets < offset]
+    position = int(lower.max()) if len(lower) else 0
+    before = None
+    try:
+      with RecordIOReader(self.rec_path) as reader:
+        reader._file.seek(position)  # pylint: disable=protected-access
+        while position < offset:
+          before = position
+          position = reader._read_record(position)[1]  # pylint: disable=protected-access
+    except ValueError:
+      return None
+    if position == offset:
+      return None
+    return self._not_a_record_start(int(hits[0]), before,
+                                    position if position < self.reader.size else None)
 
   def offsets_of(self, keys) -> np.ndarray:
     """Byte offsets of `keys` (array-like); KeyError naming the first missing key."""
@@ -374,14 +446,49 @@ class IndexedRecordIO:
     return self.reader.read_at(self.offset_of(key))
 
   def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
-    """Streams `(key, byte_offset, payload)` of the indexed records in file order."""
+    """Streams `(key, byte_offset, payload)` of every record in file order.
+
+    Raises:
+      ValueError: a record with no `.idx` entry (its byte offset), or an
+        `.idx` offset where no record starts (the `.idx` line): the `.idx`
+        does not match the `.rec`.
+    """
     by_offset = np.argsort(self.offsets, kind="stable")
-    sorted_offsets = self.offsets[by_offset]
+    sorted_offsets = self.offsets[by_offset].tolist()
+    count, j, previous = len(sorted_offsets), 0, None
+    # A record without an entry, reported once the next record start is known:
+    # an .idx offset inside that record is the likelier cause, and named first.
+    unlisted = None
     with RecordIOReader(self.rec_path) as reader:
       for offset, payload in reader:
-        i = np.searchsorted(sorted_offsets, offset)
-        if i < len(sorted_offsets) and sorted_offsets[i] == offset:
-          yield int(self.keys[by_offset[i]]), offset, payload
+        if j < count and sorted_offsets[j] < offset:  # skipped: inside the previous record
+          raise ValueError(self._not_a_record_start(int(by_offset[j]), previous, offset))
+        if unlisted is not None:
+          raise ValueError(self._no_entry(*unlisted, by_offset))
+        if j < count and sorted_offsets[j] == offset:
+          yield int(self.keys[by_offset[j]]), offset, payload
+          j += 1
+        else:
+          unlisted = (offset, j)
+        previous = offset
+    if j < count:  # past the start of the last record
+      raise ValueError(self._not_a_record_start(int(by_offset[j]), previous, None))
+    if unlisted is not None:
+      raise ValueError(self._no_entry(*unlisted, by_offset))
+
+  def _no_entry(self, offset: int, j: int, by_offset: np.ndarray) -> str:
+    """The message for the record at `offset`, which lies before the j-th .idx offset."""
+    around = [int(self.keys[by_offset[i]]) for i in (j - 1, j) if 0 <= i < len(by_offset)]
+    message = (f"{self.rec_path}: the record at byte offset {offset} has no entry in "
+               f"{self.idx_path} (it lies between the records of "
+               f"{' and '.join(f'key {k}' for k in around) or 'no key'}")
+    if len(around) == 2 and around[0] < around[1]:
+      # A key between its neighbours' (keys in file order) is likely the record's own.
+      i = int(np.searchsorted(self.keys, around[0], side="right"))
+      if self.keys[i] < around[1]:
+        message += (f"; the .idx gives key {self.keys[i]} byte offset {self.offsets[i]} "
+                    f"(line {self._line(int(self._entries[i]))})")
+    return message + ")"
 
   def close(self):
     self.reader.close()

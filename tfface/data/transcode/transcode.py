@@ -66,6 +66,20 @@ def _record_ends(rec: insightface_rec.InsightFaceRec, offsets: np.ndarray,
   return np.append(starts, rec_bytes)[np.searchsorted(starts, offsets, side="right")]
 
 
+def _blame_idx(rec: insightface_rec.InsightFaceRec, error: ValueError) -> ValueError:
+  """`error`, led by the `.idx` line at fault when its byte offset starts no record.
+
+  The workers read records at `.idx` offsets and report a broken record by
+  its byte offset ("bad magic ... at byte offset N"); only here, on the
+  error path, is it checked whether a record starts there at all.
+  """
+  found = re.search(r"byte offset (\d+)", str(error))
+  if not found or not str(error).startswith(rec.rec_path):
+    return error
+  explanation = rec.index.explain_offset(int(found.group(1)))
+  return ValueError(f"{explanation}; reading there: {error}") if explanation else error
+
+
 def _plan(rec: insightface_rec.InsightFaceRec, num_shards: int, seed: int,
           digest_algorithm: str) -> dict:
   return {
@@ -271,7 +285,10 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
     workers = min(num_workers or os.cpu_count() or 1, max(1, len(tasks)))
     with progress_lib.progress(total=sum(len(t.keys) for t in tasks), desc="rec2tfrecord",
                                unit="records", disable=not progress) as bar:
-      results = _run_tasks(_groups(tasks, workers), workers, bar)
+      try:
+        results = _run_tasks(_groups(tasks, workers), workers, bar)
+      except ValueError as e:
+        raise _blame_idx(rec, e) from e
     manifest = None
     if all(load_sidecar(output_dir, i, num_shards) for i in range(num_shards)):
       manifest = finalize(output_dir, rec, plan, verified=todo)
