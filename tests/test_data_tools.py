@@ -251,12 +251,13 @@ def test_make_bin_from_lfw_pairs_and_plain_pairs(tmp_path):
     for i in range(1, count + 1):
       cv2.imwrite(str(tmp_path / "lfw" / name / f"{name}_{i:04d}.jpg"),
                   np.full((112, 112, 3), 40 * i, np.uint8))
-  (tmp_path / "pairs.txt").write_text("1\t2\nAnn_A\t1\t2\nAnn_A\t1\tBob_B\t1\n")
+  # The tool needs a pair per fold of InsightFace's 10-fold protocol.
+  (tmp_path / "pairs.txt").write_text("1\t10\n" + "Ann_A\t1\t2\nAnn_A\t1\tBob_B\t1\n" * 5)
   run_data_tool("make_bin", f"--pairs={tmp_path / 'pairs.txt'}",
                 f"--image_root={tmp_path / 'lfw'}", f"--output={tmp_path / 'lfw.bin'}")
   vbin = verification_bin.load_bin(str(tmp_path / "lfw.bin"))
   ann1 = (tmp_path / "lfw" / "Ann_A" / "Ann_A_0001.jpg").read_bytes()
-  assert vbin.issame.tolist() == [True, False] and vbin.images[0] == ann1
+  assert vbin.issame.tolist() == [True, False] * 5 and vbin.images[0] == ann1
   assert vbin.images[3] == (tmp_path / "lfw" / "Bob_B" / "Bob_B_0001.jpg").read_bytes()
   (tmp_path / "plain.txt").write_text("Ann_A/Ann_A_0001.jpg Bob_B/Bob_B_0001.jpg 0\n"
                                       "Ann_A/Ann_A_0002.jpg Ann_A/Ann_A_0009.jpg 1\n")

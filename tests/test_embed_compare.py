@@ -5,6 +5,7 @@ answers are known: a face and its re-encoded copy are the same person, the
 astronaut's face and a coffee cup are not.
 """
 import json
+import os
 
 import cv2
 import numpy as np
@@ -150,3 +151,34 @@ def test_embed_with_align(setup, tmp_path):
   from tfface.align import folder  # pylint: disable=import-outside-toplevel
   crop = detector.FaceAligner().align(folder.read_rgb(str(raw / "astronaut.jpg"))).image
   np.testing.assert_allclose(np.load(out), _expected(model, [crop]), atol=1e-5)
+
+
+def test_embed_output_that_is_a_directory_fails_before_the_model_loads(setup, tmp_path):
+  _, _, _, faces = setup
+  (tmp_path / "emb").mkdir()
+  proc = run_tool("embed", f"--model={tmp_path / 'no_model'}", f"--input={faces}",
+                  f"--output={tmp_path / 'emb'}", check=False)
+  assert proc.returncode == 1
+  assert proc.stderr == f"error: --output={tmp_path / 'emb'}: is a directory; expected a file name\n"
+  assert [p.name for p in tmp_path.iterdir()] == ["emb"]
+  # The file list beside it, too.
+  (tmp_path / "e.files.txt").mkdir()
+  with pytest.raises(ValueError, match=rf"^--output={tmp_path / 'e.npy'}: its file list "
+                                       rf"{tmp_path / 'e.files.txt'} is a directory"):
+    image_files.embed_files(str(tmp_path / "no_model"), str(faces), str(tmp_path / "e.npy"))
+
+
+def test_embed_failing_to_write_leaves_no_file_list(setup, tmp_path, monkeypatch):
+  _, workdir, _, faces = setup
+  out = tmp_path / "emb.npy"
+  replace = os.replace
+
+  def fail_on_the_embeddings(src, dst):
+    if os.fspath(dst) == str(out):
+      raise OSError(28, "No space left on device")
+    replace(src, dst)
+
+  monkeypatch.setattr(os, "replace", fail_on_the_embeddings)
+  with pytest.raises(OSError, match="No space left"):
+    image_files.embed_files(str(workdir), str(faces), str(out), verbose=False)
+  assert list(tmp_path.iterdir()) == []

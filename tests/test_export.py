@@ -282,3 +282,17 @@ def test_export_tool(workdir, tmp_path):
   assert again.returncode == 1
   assert "error:" in again.stderr and "already exists" in again.stderr
   assert sorted(os.listdir(base)) == ["7"]
+
+
+def test_a_truncated_keras_file_is_named_as_damaged(workdir, tmp_path):
+  data = (workdir / "backbone.keras").read_bytes()
+  truncated = tmp_path / "truncated.keras"
+  truncated.write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError) as info:
+    inference.load_embedding_model(str(truncated))
+  assert str(info.value).startswith(f"{truncated}: damaged or not a Keras model")
+  assert "File not found" not in str(info.value)
+  proc = run_tool("export", f"--model={truncated}", f"--export_dir={tmp_path / 'out'}",
+                  check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [f"error: {info.value}"]

@@ -45,3 +45,24 @@ def test_parity_with_saved_model(export_format, model_and_reference, tmp_path,
   assert diff <= TOLERANCE[export_format]
   with pytest.raises(ValueError, match="already exists"):
     formats.export_model(path, export_format, output=out)
+
+
+def test_onnx_export_tool_prints_no_tf2onnx_info_lines(tmp_path):
+  pytest.importorskip("tf2onnx")
+  from conftest import run_tool  # pylint: disable=import-outside-toplevel
+  model = build_backbone("r18", embedding_size=32, units=(1, 1, 1, 1),
+                         widths=(8, 8, 16, 16), stem_width=8)
+  model.save(tmp_path / "tiny.keras")
+  out = tmp_path / "tiny.onnx"
+  proc = run_tool("export", f"--model={tmp_path / 'tiny.keras'}", "--format=onnx",
+                  f"--output={out}")
+  assert proc.stdout.strip() == f"wrote {out}"
+  assert "tfonnx.py" not in proc.stderr and "Optimizing ONNX model" not in proc.stderr, proc.stderr
+  assert out.stat().st_size > 0
+
+
+def test_export_output_that_is_a_directory_fails_before_converting(tmp_path):
+  (tmp_path / "out.tflite").mkdir()
+  with pytest.raises(ValueError, match=rf"^--output={tmp_path / 'out.tflite'}: is a directory"):
+    formats.export_model(str(tmp_path / "no_model.keras"), "tflite",
+                         output=str(tmp_path / "out.tflite"), overwrite=True)

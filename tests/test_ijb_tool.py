@@ -194,3 +194,38 @@ def test_tool_reports_bad_input_as_one_error_line_before_loading_the_model(ijb_d
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1].startswith(
       f"error: {root}/meta/ijbc_template_pair_label.txt: line 3: expected")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+    ({"batch_size": -1}, r"batch_size must be a positive integer, got -1"),
+    ({"num_threads": 0}, r"num_threads must be a positive integer \(or None"),
+    ({"num_threads": -3}, r"num_threads must be a positive integer \(or None"),
+])
+def test_embed_images_rejects_bad_batch_size_and_threads(ijb_dir, kwargs, message):
+  meta = ijb_meta.read_ijb_meta(str(ijb_dir), "IJBC")
+  with pytest.raises(ValueError, match=message):
+    runner.run_protocol(ijb_reference.PixelModel(), meta, verbose=False, **kwargs)
+
+
+@pytest.mark.parametrize("flag", ["output_json", "roc_dir"])
+def test_unwritable_outputs_fail_before_the_model_loads(ijb_dir, tmp_path, flag):
+  a_dir, a_file = tmp_path / "a_dir", tmp_path / "a_file"
+  a_dir.mkdir()
+  a_file.write_text("x")
+  bad = {"output_json": a_dir, "roc_dir": a_file}[flag]
+  with pytest.raises(ValueError) as info:
+    runner.evaluate_ijb(str(tmp_path / "no_model"), str(ijb_dir), **{flag: str(bad)},
+                        echo=lambda line: None)
+  assert str(info.value).startswith(f"--{flag}={bad}: is a ")
+  assert sorted(os.listdir(tmp_path)) == ["a_dir", "a_file"]  # nothing written
+  # Below a file, nothing can be created either.
+  with pytest.raises(ValueError, match=rf"--{flag}={a_file}/x: .*{a_file} is a file"):
+    runner.evaluate_ijb(str(tmp_path / "no_model"), str(ijb_dir), **{flag: f"{a_file}/x"},
+                        echo=lambda line: None)
+
+
+def test_evaluate_ijb_checks_batch_size_before_the_model_loads(ijb_dir, tmp_path):
+  with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+    runner.evaluate_ijb(str(tmp_path / "no_model"), str(ijb_dir), batch_size=0,
+                        echo=lambda line: None)

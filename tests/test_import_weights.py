@@ -359,3 +359,14 @@ def test_saved_model_of_imported_model_matches_onnxruntime(zoo_model, images,
   assert_same_embeddings(raw, expected)
   np.testing.assert_allclose(
       unit, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_a_file_that_is_neither_zip_nor_pickle_is_not_a_pytorch_checkpoint(tmp_path):
+  pytest.importorskip("torch")
+  for name, data in (("junk.pth", bytes(range(7, 256)) * 8), ("text.pth", b"hello world\n")):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as info:
+      weights.import_weights(path, "r18", EMBEDDING, **OVERRIDES)
+    assert str(info.value) == (f"{path}: not a PyTorch checkpoint (neither a zip archive "
+                               "nor a pickle)")

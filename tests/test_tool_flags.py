@@ -61,3 +61,41 @@ def test_missing_required_flags_are_named_on_one_line():
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       "error: missing required flag(s) --rec_dir, --output_dir (see --help)"]
+
+
+# Numeric flags without a lower bound, each for a reason.
+_UNBOUNDED = {("compare", "pair"),  # negative indices count from the end
+              ("import_weights", "input_mean")}  # any pixel mean
+
+
+def _numeric_flags(tool: str) -> list[tuple[str, bool]]:
+  """`(name, has lower_bound)` of each DEFINE_integer / DEFINE_float in a tool's source."""
+  found = []
+  for node in ast.walk(ast.parse((TOOLS / f"{tool}.py").read_text())):
+    if (isinstance(node, ast.Call) and
+        getattr(node.func, "attr", "") in ("DEFINE_integer", "DEFINE_float")):
+      found.append((node.args[0].value,
+                    any(k.arg == "lower_bound" for k in node.keywords)))
+  return found
+
+
+def test_numeric_flags_declare_a_lower_bound():
+  assert ("verify", "batch_size") in {(t, n) for t in _TOOLS for n, _ in _numeric_flags(t)}
+  unbounded = sorted((tool, name) for tool in _TOOLS for name, bounded in _numeric_flags(tool)
+                     if not bounded and (tool, name) not in _UNBOUNDED)
+  assert unbounded == []
+
+
+@pytest.mark.parametrize("tool,flag,message", [
+    ("eval_ijb", "--batch_size=0", "0 is not a positive integer"),
+    ("eval_ijb", "--batch_size=-1", "-1 is not a positive integer"),
+    ("eval_ijb", "--num_threads=0", "0 is not a positive integer"),
+    ("eval_ijb", "--num_threads=-3", "-3 is not a positive integer"),
+    ("make_synthetic_ijb", "--seed=-1", "-1 is not a non-negative integer"),
+    ("make_synthetic_ijb", "--num_identities=1", "1 is not integer >= 2"),
+])
+def test_bad_numeric_flag_is_one_error_line_naming_it(tool, flag, message):
+  required = {"eval_ijb": ["--model=m", "--ijb_dir=d"], "make_synthetic_ijb": ["--output_dir=o"]}
+  proc = run_tool(tool, *required[tool], flag, check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [f"error: flag {flag}: {message}"]

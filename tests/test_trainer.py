@@ -319,3 +319,18 @@ def test_config_network_builds_that_network_without_the_files_backbone_overrides
   backbone = keras.models.load_model(workdir / checkpointing.BACKBONE)
   expected = tfface.models.build_backbone("mbf", embedding_size=64)
   assert backbone.count_params() == expected.count_params()
+
+
+def test_an_unusable_verification_bin_fails_before_the_workdir_is_written(synth, tmp_path):
+  """A .bin with fewer pairs than folds failed at the first verification, after start-up,
+  leaving config.json and tensorboard/ in a new workdir."""
+  rec, tfr = synth
+  vbin = verification_bin.load_bin(f"{rec}/synth_val.bin")
+  small = str(tmp_path / "two_pairs.bin")
+  verification_bin.write_bin(small, vbin.images[:4], vbin.issame[:2])
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=rf"^{re.escape(small)}: 2 pairs, but InsightFace's "
+                     r"10-fold protocol needs at least 10"):
+    _train_in_process(workdir, tfr, total_steps=2, val_bins=small,
+                      overrides={"verify_at_start": True})
+  assert not workdir.exists()

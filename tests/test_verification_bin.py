@@ -66,3 +66,41 @@ def test_truncated_pickle_is_a_value_error():
   data = pickle.dumps(([b"a", b"b"], [True]))
   with pytest.raises(ValueError, match="short.bin: not a readable"):
     verification_bin.loads_bin(data[:-5], "short.bin")
+
+
+def _faces_and_pairs(tmp_path, num_pairs):
+  for i in range(2):
+    cv2.imwrite(str(tmp_path / f"{i}.jpg"), np.full((112, 112, 3), 40 * (i + 1), np.uint8))
+  pairs_file = tmp_path / "pairs.txt"
+  pairs_file.write_text("".join(f"0.jpg {i % 2}.jpg {1 - i % 2}\n" for i in range(num_pairs)))
+  return pairs_file
+
+
+def test_make_bin_refuses_fewer_pairs_than_the_protocol_has_folds(tmp_path):
+  from conftest import run_tool  # pylint: disable=import-outside-toplevel
+  from tfface.data.insightface import pairs  # pylint: disable=import-outside-toplevel
+  pairs_file = _faces_and_pairs(tmp_path, 2)
+  proc = run_tool("make_bin", f"--pairs={pairs_file}", f"--image_root={tmp_path}",
+                  f"--output={tmp_path / 'small.bin'}", check=False)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      f"error: {pairs_file}: 2 pairs, but InsightFace's 10-fold protocol needs at least 10 "
+      "(one pair per fold), so tools/verify.py could not evaluate the .bin"]
+  assert not (tmp_path / "small.bin").exists()
+  with pytest.raises(ValueError, match=rf"^{pairs_file}: 2 pairs, but"):
+    pairs.build_bin(str(pairs_file), str(tmp_path), str(tmp_path / "small.bin"), min_pairs=10)
+  # Ten pairs are enough.
+  pairs_file = _faces_and_pairs(tmp_path, 10)
+  proc = run_tool("make_bin", f"--pairs={pairs_file}", f"--image_root={tmp_path}",
+                  f"--output={tmp_path / 'ten.bin'}")
+  assert verification_bin.load_bin(str(tmp_path / "ten.bin")).num_pairs == 10
+
+
+def test_make_bin_checks_its_output_before_reading_images(tmp_path):
+  from conftest import run_tool  # pylint: disable=import-outside-toplevel
+  pairs_file = _faces_and_pairs(tmp_path, 10)
+  (tmp_path / "out.bin").mkdir()
+  proc = run_tool("make_bin", f"--pairs={pairs_file}", f"--image_root={tmp_path / 'none'}",
+                  f"--output={tmp_path / 'out.bin'}", check=False)
+  assert proc.stderr.strip().splitlines() == [
+      f"error: --output={tmp_path / 'out.bin'}: is a directory; expected a file name"]

@@ -12,6 +12,7 @@ from tfface import inference
 from tfface.data.insightface import verification_bin
 from tfface.data.synthetic import dataset as synthetic
 from tfface.evaluation import protocol
+from tfface.evaluation import runner
 from tfface.models import build_backbone
 
 
@@ -145,3 +146,46 @@ def test_trainer_verifier_shows_progress_and_records_the_bin(workdir, bins, tmp_
   quiet = verifier_lib.Verifier([str(bins[0])], (112, 112), 16, str(tmp_path), verbose=False)
   quiet.run(backbone, step=4)
   assert capsys.readouterr().err == ""
+
+
+def test_verify_tool_ignores_an_empty_entry_in_bins(bins, tmp_path):
+  proc = run_tool("verify", f"--model={tmp_path / 'no_model'}", f"--bins={bins[1]},",
+                  check=False)
+  assert proc.returncode == 1
+  # Past the .bin files (the empty entry is not one): the missing model is reached.
+  assert proc.stderr == f"error: {tmp_path / 'no_model'}: no such file or directory\n"
+  proc = run_tool("verify", f"--model={tmp_path / 'no_model'}", "--bins=,", check=False)
+  assert proc.stderr == "error: --bins names no .bin file\n"
+
+
+@pytest.mark.parametrize("flag", ["output_json", "roc_dir"])
+def test_unwritable_outputs_fail_before_the_model_loads(bins, tmp_path, flag):
+  a_dir, a_file = tmp_path / "a_dir", tmp_path / "a_file"
+  a_dir.mkdir()
+  a_file.write_text("x")
+  bad = {"output_json": a_dir, "roc_dir": a_file}[flag]
+  proc = run_tool("verify", f"--model={tmp_path / 'no_model'}", f"--bins={bins[1]}",
+                  f"--{flag}={bad}", check=False)
+  assert proc.returncode == 1
+  kind = {"output_json": "is a directory; expected a file name",
+          "roc_dir": "is a file; expected a directory"}[flag]
+  assert proc.stderr == f"error: --{flag}={bad}: {kind}\n"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"]
+  # A parent that cannot be created (a file is in the way) fails as early.
+  with pytest.raises(ValueError, match=rf"^--{flag}={a_file}/x: cannot be created, "
+                                       rf"{a_file} is a file"):
+    runner.verify_model(str(tmp_path / "no_model"), [str(bins[1])],
+                                   **{flag: f"{a_file}/x"}, echo=lambda line: None)
+
+
+def test_too_few_pairs_for_the_folds_is_named_before_the_model_loads(tmp_path):
+  image = cv2.imencode(".jpg", np.zeros((112, 112, 3), np.uint8))[1].tobytes()
+  small = tmp_path / "small.bin"
+  verification_bin.write_bin(str(small), [image] * 4, [True, False])
+  with pytest.raises(ValueError, match=rf"^{small}: 2 pairs, but InsightFace's 10-fold "
+                                       r"protocol needs at least 10"):
+    runner.verify_model(str(tmp_path / "no_model"), [str(small)],
+                                   echo=lambda line: None)
+  model = lambda images: np.ones((len(images), 8), np.float32)
+  with pytest.raises(ValueError, match=rf"^{small}: 2 pairs"):
+    evaluation.verify(model, verification_bin.load_bin(str(small)), verbose=False)

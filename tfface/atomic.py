@@ -130,3 +130,57 @@ class CommitOnSuccess:
       self.close()
     else:
       self.abort()
+
+
+# Checks that an output path can be written, before the work that produces it:
+# an evaluation or an embedding run takes minutes to hours, and an output flag
+# that names a directory where a file is wanted (or the reverse), or a parent
+# that cannot be created, should fail before it, as one line naming the flag
+# and the path. The checks create nothing: the writers create missing parents.
+def _check_creatable(path, flag):
+  """The nearest existing ancestor of `path` is a directory this process may write in."""
+  ancestor = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor):
+    raise ValueError(f"{flag}={path}: cannot be created, {ancestor} is a file, "
+                     "not a directory")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    raise ValueError(f"{flag}={path}: cannot be created, no permission to write in "
+                     f"{ancestor}")
+
+
+def check_output_file(path, flag):
+  """Raises ValueError unless `path` can be written as a file.
+
+  Args:
+    path: the output file (it may exist: it will be replaced).
+    flag: what the message calls it, e.g. `--output_json`.
+  """
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    raise ValueError(f"{flag}={path}: is a directory; expected a file name")
+  if os.path.exists(path):
+    if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK | os.X_OK):
+      raise ValueError(f"{flag}={path}: cannot be replaced, no permission to write in "
+                       f"{os.path.dirname(os.path.abspath(path))}")
+    return
+  _check_creatable(path, flag)
+
+
+def check_output_directory(path, flag, files=()):
+  """Raises ValueError unless `path` is or can become a directory holding `files`.
+
+  Args:
+    path: the output directory.
+    flag: what the message calls it, e.g. `--roc_dir`.
+    files: names of the files that will be written in it.
+  """
+  path = os.fspath(path)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"{flag}={path}: is a file; expected a directory")
+  if not os.path.isdir(path):
+    _check_creatable(path, flag)
+    return
+  for name in files:
+    check_output_file(os.path.join(path, name), flag)

@@ -21,7 +21,7 @@ _MODEL = flags.DEFINE_string(
     "workdir, or .keras file.")
 _IJB_DIR = flags.DEFINE_string("ijb_dir", None, "Directory with loose_crop/ and meta/.")
 _TARGET = flags.DEFINE_enum("target", "IJBC", ["IJBC", "IJBB"], "Which meta files to use.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1)
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Write the results here.")
 _ROC_DIR = flags.DEFINE_string("roc_dir", None, "Write TARGET_roc.png (e.g. ijbc_roc.png) here.")
 _FLIP_TEST = flags.DEFINE_boolean(
@@ -32,7 +32,8 @@ _NORM_SCORE = flags.DEFINE_boolean(
     "norm_score", True, "Keep embedding norms; --nonorm_score L2-normalises each image "
     "before pooling (N mode).")
 _NUM_THREADS = flags.DEFINE_integer(
-    "num_threads", None, "Threads decoding and aligning images (default: CPUs, at most 8).")
+    "num_threads", None, "Threads decoding and aligning images, at least 1 (default: the "
+    "CPU count, at most 8).", lower_bound=1)
 flags.mark_flags_as_required(["model", "ijb_dir"])
 
 

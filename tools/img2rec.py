@@ -21,7 +21,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory for the .rec da
 _RESIZE = flags.DEFINE_bool("resize", False,
                             "Resize images that are not 112x112 (else they are an error).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
-                               "Write into a non-empty --output_dir: train.lst/.rec/.idx and "
+                               "Write into a non-empty output directory: train.lst/.rec/.idx and "
                                "property replace theirs (once all are complete); other files "
                                "stay.")
 flags.mark_flags_as_required(["image_dir", "output_dir"])

@@ -3,7 +3,9 @@
   python tools/make_bin.py --pairs=pairs.txt --image_root=DIR --output=lfw.bin [--resize]
 
 The pairs file is LFW's `pairs.txt` (`name n1 n2` / `name1 n1 name2 n2`) or
-lines of `path1 path2 1|0` relative to DIR (1 = same person).
+lines of `path1 path2 1|0` relative to DIR (1 = same person). It must hold at
+least 10 pairs: InsightFace's protocol (tools/verify.py) splits them into 10
+folds.
 """
 from absl import flags
 
@@ -22,9 +24,13 @@ flags.mark_flags_as_required(["pairs", "image_root", "output"])
 
 def main(argv):
   del argv  # unused
-  from tfface.data.insightface import pairs  # after absl parsed the flags: fast --help
+  # After absl parsed the flags: fast --help.
+  from tfface import atomic  # pylint: disable=g-import-not-at-top
+  from tfface.data.insightface import pairs  # pylint: disable=g-import-not-at-top
+  from tfface.evaluation import protocol  # pylint: disable=g-import-not-at-top
+  atomic.check_output_file(_OUTPUT.value, "--output")
   vbin = pairs.build_bin(_PAIRS.value, _IMAGE_ROOT.value, _OUTPUT.value, resize=_RESIZE.value,
-                         progress=True)
+                         progress=True, min_pairs=protocol.NROF_FOLDS)
   print(f"wrote {_OUTPUT.value}: {vbin.num_pairs} pairs ({int(vbin.issame.sum())} same)")
 
 

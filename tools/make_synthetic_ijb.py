@@ -18,14 +18,18 @@ except ImportError:
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to write the set into.")
 _TARGET = flags.DEFINE_enum("target", "IJBC", ["IJBC", "IJBB"], "Prefix of the meta files.")
-_NUM_IDENTITIES = flags.DEFINE_integer("num_identities", 40, "People.")
+_NUM_IDENTITIES = flags.DEFINE_integer("num_identities", 40, "People.", lower_bound=2)
 _TEMPLATES = flags.DEFINE_integer("templates_per_identity", 3,
-                                  "Templates per person: one gallery, the rest probes.")
+                                  "Templates per person: one gallery, the rest probes.",
+                                  lower_bound=2)
 _MAX_MEDIA = flags.DEFINE_integer("max_media_per_template", 3,
-                                  "Each template holds 1..this many media.")
+                                  "Each template holds 1..this many media.",
+                                  lower_bound=1)
 _MAX_FRAMES = flags.DEFINE_integer("max_frames_per_media", 2,
-                                   "Each media holds 1..this many frames (images).")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the output is a function of it.")
+                                   "Each media holds 1..this many frames (images).",
+                                   lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the output is a function of it.",
+                             lower_bound=0)
 flags.mark_flags_as_required(["output_dir"])
 
 

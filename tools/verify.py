@@ -16,7 +16,8 @@ except ImportError:
 _MODEL = flags.DEFINE_string(
     "model", None, "SavedModel export (version dir or model base), training "
     "workdir, or .keras file.")
-_BINS = flags.DEFINE_list("bins", None, "Comma-separated verification .bin files.")
+_BINS = flags.DEFINE_list("bins", None, "Comma-separated verification .bin files "
+                          "(empty entries are ignored).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1)
 _OUTPUT_JSON = flags.DEFINE_string(
     "output_json", None, "Write the results here, keyed by each .bin's stem.")
@@ -27,7 +28,10 @@ flags.mark_flags_as_required(["model", "bins"])
 def main(argv):
   del argv  # unused
   from tfface.evaluation import runner  # pylint: disable=g-import-not-at-top
-  runner.verify_model(_MODEL.value, _BINS.value, batch_size=_BATCH_SIZE.value,
+  bins = [b for b in _BINS.value if b.strip()]  # "a.bin," splits into "a.bin" and ""
+  if not bins:
+    raise ValueError("--bins names no .bin file")
+  runner.verify_model(_MODEL.value, bins, batch_size=_BATCH_SIZE.value,
                       output_json=_OUTPUT_JSON.value, roc_dir=_ROC_DIR.value)
 
 

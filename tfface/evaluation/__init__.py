@@ -6,10 +6,12 @@ Models are loaded and run through `tfface.inference`; this package decodes
 from tfface.evaluation.protocol import evaluate_embeddings
 from tfface.evaluation.verification import OperatingPoint
 from tfface.evaluation.verification import VerificationResult
+from tfface.evaluation.verification import check_foldable
 from tfface.evaluation.verification import decode_bin_images
 from tfface.evaluation.verification import evaluate_flip_pairs
 from tfface.evaluation.verification import measure_operating_point
 from tfface.evaluation.verification import verify
 
 __all__ = ["evaluate_embeddings", "verify", "VerificationResult", "OperatingPoint",
-           "decode_bin_images", "evaluate_flip_pairs", "measure_operating_point"]
+           "decode_bin_images", "evaluate_flip_pairs", "measure_operating_point",
+           "check_foldable"]

@@ -33,6 +33,8 @@ import numpy as np
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
 FAR_TARGET = 1e-3
+# InsightFace's folds; every fold needs a pair, so a target needs this many.
+NROF_FOLDS = 10
 
 
 def fold_bounds(num_pairs, nrof_folds):

@@ -49,7 +49,9 @@ def verify_model(model_path, bin_paths, batch_size=64, output_json=None,
     The list of `VerificationResult`, in the order of `bin_paths`.
 
   Raises:
-    ValueError: two targets share a stem, or a file or the model is unusable.
+    ValueError: two targets share a stem, a file or the model is unusable, a
+      `.bin` has fewer pairs than the protocol's folds, or an output path
+      cannot be written.
     OSError: a file cannot be read.
   """
   stems = [os.path.splitext(os.path.basename(p))[0] for p in bin_paths]
@@ -57,11 +59,18 @@ def verify_model(model_path, bin_paths, batch_size=64, output_json=None,
   if duplicates:
     raise ValueError(f"targets are keyed by file stem, and {duplicates} appear "
                      "more than once in --bins")
-  # Parse every .bin before the (slow) model load, so a typo fails fast.
+  # Outputs and every .bin are checked before the (slow) model load and the
+  # evaluation, so a typo fails fast.
+  if output_json:
+    atomic.check_output_file(output_json, "--output_json")
+  if roc_dir:
+    atomic.check_output_directory(roc_dir, "--roc_dir", [f"{s}_roc.png" for s in stems])
   try:
     bins = [verification_bin.load_bin(p) for p in bin_paths]
   except pickle.UnpicklingError as e:  # the restricted unpickler's refusal
     raise ValueError(str(e)) from e
+  for vbin in bins:
+    verification.check_foldable(vbin)
   model = loading.load_embedding_model(model_path)
   results, summaries = [], {}
   for vbin in bins:

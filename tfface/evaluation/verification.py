@@ -192,6 +192,14 @@ def evaluate_flip_pairs(original, flipped, issame, name="", nrof_folds=10):
   )
 
 
+def check_foldable(vbin, nrof_folds=protocol.NROF_FOLDS):
+  """Raises ValueError, naming the file, when `vbin` has fewer pairs than folds."""
+  if vbin.num_pairs < nrof_folds:
+    raise ValueError(f"{vbin.path}: {vbin.num_pairs} pairs, but InsightFace's "
+                     f"{nrof_folds}-fold protocol needs at least {nrof_folds} "
+                     "(one pair per fold)")
+
+
 def _images_for(model, vbin, images, verbose):
   if images is None:
     images = decode_bin_images(vbin, model.image_size, verbose)
@@ -219,8 +227,10 @@ def verify(model, vbin, batch_size=64, images=None, nrof_folds=10, verbose=True)
     A `VerificationResult`.
 
   Raises:
-    ValueError: undecodable images, or image and label counts that disagree.
+    ValueError: undecodable images, image and label counts that disagree, or
+      fewer pairs than folds.
   """
+  check_foldable(vbin, nrof_folds)
   model = loading.as_embedding_model(model)
   images = _images_for(model, vbin, images, verbose)
   original, flipped = model.raw_and_flipped(images, batch_size, flip=True,
@@ -248,6 +258,7 @@ def measure_operating_point(model, vbin, embedding, batch_size=64, images=None,
     An `OperatingPoint`.
   """
   embedding = embedding_lib.check_embedding(embedding)
+  check_foldable(vbin, nrof_folds)
   model = loading.as_embedding_model(model)
   images = _images_for(model, vbin, images, verbose)
   unit = model.embed(images, embedding, batch_size, verbose,

@@ -4,6 +4,8 @@ The graph takes `images` (uint8 [batch, H, W, 3] RGB) and returns `embedding`
 (float32, L2-normalized), like the SavedModel's `serve_images` signature.
 Install with `pip install 'tfface[onnx]'` (onnx, onnxruntime, tf2onnx).
 """
+import contextlib
+import logging
 import os
 
 from tfface import atomic
@@ -19,6 +21,19 @@ def _require_tf2onnx():
     raise ValueError("ONNX export needs tf2onnx and onnx: pip install "
                      "'tfface[onnx]'") from e
   return tf2onnx
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx():
+  """Raises tf2onnx's loggers to WARNING: its INFO lines (versions, opset,
+  optimizer statistics) are noise in a tool's output; warnings still show."""
+  logger = logging.getLogger("tf2onnx")
+  previous = logger.level
+  logger.setLevel(logging.WARNING)
+  try:
+    yield
+  finally:
+    logger.setLevel(previous)
 
 
 def export_onnx(model_or_path, output_path, flip_tta=False, opset=DEFAULT_OPSET):
@@ -42,10 +57,11 @@ def export_onnx(model_or_path, output_path, flip_tta=False, opset=DEFAULT_OPSET)
   module, _ = saved_model.build_serving_module(model, flip_tta)
   spec = module.serve_images.input_signature
   try:
-    proto, _ = tf2onnx.convert.from_function(
-        module.serve_images, input_signature=[tf.TensorSpec(spec[0].shape, tf.uint8,
-                                                            name="images")],
-        opset=opset)
+    with _quiet_tf2onnx():
+      proto, _ = tf2onnx.convert.from_function(
+          module.serve_images, input_signature=[tf.TensorSpec(spec[0].shape, tf.uint8,
+                                                              name="images")],
+          opset=opset)
   except Exception as e:  # tf2onnx raises many types on unsupported graphs
     raise ValueError(f"ONNX conversion failed for {model.name}: {e}") from e
   atomic.write_bytes(output_path, proto.SerializeToString(), make_dirs=True)

@@ -16,6 +16,7 @@ embeddings, so verification, the exporter and the tools treat them alike.
 import json
 import logging
 import os
+import zipfile
 
 import numpy as np
 
@@ -128,12 +129,16 @@ def as_embedding_model(model):
 
 
 def _load_keras_file(path):
+  # A .keras file is a zip archive; Keras calls any other file "not found".
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{path}: damaged or not a Keras model (not a readable .keras zip "
+                     "archive; truncated?)")
   import keras  # pylint: disable=g-import-not-at-top
   # Registers tfface's custom layers with Keras' deserializer.
   import tfface.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   try:
     return keras.saving.load_model(path, compile=False)
-  except (ValueError, TypeError, OSError) as e:
+  except (ValueError, TypeError, OSError, zipfile.BadZipFile) as e:
     raise ValueError(f"{path}: not a loadable Keras model ({e})") from e
 
 

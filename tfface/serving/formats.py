@@ -1,6 +1,7 @@
 """`tools/export.py`'s job: one entry point for every export format."""
 import os
 
+from tfface import atomic
 from tfface.export import onnx
 from tfface.export import saved_model
 from tfface.export import tflite
@@ -48,6 +49,7 @@ def export_model(model_path, export_format="saved_model", export_dir=None,
                      "--threshold_bin are for --format=saved_model")
   if not output:
     raise ValueError(f"--format={export_format} needs --output (a file path)")
+  atomic.check_output_file(output, "--output")
   if os.path.exists(output) and not overwrite:
     raise ValueError(f"{output}: already exists; pass --overwrite to replace it")
   if export_format == "onnx":

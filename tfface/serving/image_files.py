@@ -82,9 +82,14 @@ def embed_files(model_path, input_path, output, align=False, batch_size=64, verb
     An `EmbedReport`.
 
   Raises:
-    ValueError: no images, an unreadable image, or nothing left to embed.
+    ValueError: no images, an unreadable image, nothing left to embed, or an
+      output that cannot be written (checked before anything is embedded).
     OSError: `input_path` does not exist.
   """
+  listing = files_list_path(output)
+  atomic.check_output_file(output, "--output")
+  if os.path.isdir(listing):
+    raise ValueError(f"--output={output}: its file list {listing} is a directory")
   if os.path.isdir(input_path):
     rel_paths = folder.list_images(input_path)
     full = [os.path.join(input_path, p) for p in rel_paths]
@@ -107,12 +112,17 @@ def embed_files(model_path, input_path, output, align=False, batch_size=64, verb
   if not faces:
     raise ValueError(f"{input_path}: no face found in any of {len(full)} images")
   embeddings = model.embed(np.stack(faces), batch_size=batch_size, verbose=verbose)
-  listing = files_list_path(output)
   buffer = io.BytesIO()
   np.save(buffer, embeddings)
-  # The listing first: embeddings under their final name always have one.
-  atomic.write_text(listing, "".join(p + "\n" for p in kept), make_dirs=True)
-  atomic.write_bytes(output, buffer.getbuffer())
+  # Both under temporary names, then the embeddings renamed, then the listing:
+  # a failure before the listing's rename (which follows a rename in the same
+  # directory) leaves neither file behind.
+  with atomic.replacing(listing, make_dirs=True) as listing_tmp, \
+      atomic.replacing(output) as output_tmp:
+    with open(listing_tmp, "w", encoding="utf-8") as f:
+      f.write("".join(p + "\n" for p in kept))
+    with open(output_tmp, "wb") as f:
+      f.write(buffer.getbuffer())
   return EmbedReport(kept, no_face, output, listing, model.threshold_embedding)
 
 

@@ -43,6 +43,7 @@ class Verifier:
     self.targets = []
     for path in paths:
       vbin = verification_bin.load_bin(path)
+      evaluation.check_foldable(vbin)  # at start, not at the first verification
       images = evaluation.decode_bin_images(vbin, image_size, verbose)
       self.targets.append((vbin, images))
     self.results = {}

@@ -7,6 +7,7 @@ on them. A missing package, a missing file or a file of the wrong kind is a
 """
 import os
 import pickle
+import zipfile
 
 import numpy as np
 
@@ -106,6 +107,13 @@ def read_state_dict(path):
     raise ValueError(f"{path}: reading PyTorch .pth files needs `torch` "
                      "(pip install 'tfface[torch]'), or export the model to "
                      "ONNX and import the .onnx file") from e
+  # torch.save writes a zip archive (or, before PyTorch 1.6, a pickle, which
+  # starts with the PROTO opcode); anything else is not a checkpoint at all.
+  with open(path, "rb") as f:
+    first = f.read(1)
+  if first != b"\x80" and not zipfile.is_zipfile(path):
+    raise ValueError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a "
+                     "pickle)")
   try:
     # weights_only: a state_dict needs no code, so none is allowed to run.
     obj = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -28,9 +28,12 @@ def read_pairs(pairs_path: str, image_root: str) -> list[tuple[str, str, bool]]:
   """Parses a pairs file into `(path1, path2, issame)` triples.
 
   Raises:
+    FileNotFoundError: no such pairs file.
     ValueError: a line in neither form, named by its line number.
   """
   pairs = []
+  if not os.path.isfile(pairs_path):
+    raise FileNotFoundError(f"{pairs_path}: no such pairs file")
   with open(pairs_path) as f:
     lines = f.read().splitlines()
   for lineno, line in enumerate(lines, 1):
@@ -61,21 +64,28 @@ def read_pairs(pairs_path: str, image_root: str) -> list[tuple[str, str, bool]]:
 
 
 def build_bin(pairs_path: str, image_root: str, output: str, size=(112, 112),
-              resize: bool = False, progress: bool = False) -> verification_bin.VerificationBin:
+              resize: bool = False, progress: bool = False,
+              min_pairs: int = 1) -> verification_bin.VerificationBin:
   """Builds an InsightFace verification `.bin` from a pairs file and images.
 
   Images are stored as their file bytes (as InsightFace's packing scripts
   do) when they already are `size`, else resized and re-encoded (JPEG q95)
   if `resize`, else refused. `progress` shows pairs done, rate and ETA on
-  stderr.
+  stderr. `min_pairs` refuses a shorter pairs file before any image is read
+  (`tools/make_bin.py` asks for InsightFace's 10 folds: one pair each).
 
   Returns:
     The `VerificationBin` that was written.
 
   Raises:
-    ValueError: a missing or unreadable image, named with its pairs line.
+    ValueError: a missing or unreadable image, named with its pairs line, or
+      fewer than `min_pairs` pairs.
   """
   pairs = read_pairs(pairs_path, image_root)
+  if len(pairs) < min_pairs:
+    raise ValueError(f"{pairs_path}: {len(pairs)} pairs, but InsightFace's {min_pairs}-fold "
+                     f"protocol needs at least {min_pairs} (one pair per fold), so "
+                     "tools/verify.py could not evaluate the .bin")
   cache: dict[str, bytes] = {}
   images, issame = [], []
   for i, (path_a, path_b, same) in enumerate(progress_lib.progress(

@@ -8,6 +8,7 @@ exactly as `tools/verify.py` embeds a `.bin`: `tfface.inference.embedding`'s
 second pass, so the throughput is verify's.
 """
 import concurrent.futures
+import numbers
 import os
 
 import cv2
@@ -79,6 +80,20 @@ def _chunks(num_images, chunk, batch_size):
     yield min(lo, max(0, hi - batch_size)), lo, hi
 
 
+def _positive_int(value):
+  return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+          and value >= 1)
+
+
+def check_options(batch_size, num_threads):
+  """Raises ValueError unless `batch_size` >= 1 and `num_threads` is None or >= 1."""
+  if not _positive_int(batch_size):
+    raise ValueError(f"IJB embedding: batch_size must be a positive integer, got {batch_size!r}")
+  if num_threads is not None and not _positive_int(num_threads):
+    raise ValueError("IJB embedding: num_threads must be a positive integer (or None for "
+                     f"the CPU count, at most 8), got {num_threads!r}")
+
+
 def embed_images(embed_fn, meta, batch_size=64, flip=True, num_threads=None,
                  chunk_images=CHUNK_IMAGES, verbose=True):
   """Raw embeddings of every aligned image of `meta` (and of its mirror image).
@@ -87,9 +102,10 @@ def embed_images(embed_fn, meta, batch_size=64, flip=True, num_threads=None,
     embed_fn: a Keras model or a callable uint8 [b, H, W, 3] -> [b, D]
       (square H = W).
     meta: an `IJBMeta`.
-    batch_size: images per forward pass.
+    batch_size: images per forward pass (at least 1).
     flip: also embed the mirror images.
-    num_threads: decoding/aligning threads (default: the CPU count, at most 8).
+    num_threads: decoding/aligning threads, at least 1 (None: the CPU count,
+      at most 8).
     chunk_images: images aligned per chunk (rounded to whole batches).
     verbose: show progress with rate and ETA.
 
@@ -97,14 +113,17 @@ def embed_images(embed_fn, meta, batch_size=64, flip=True, num_threads=None,
     `(original, flipped)`: float32 [n, D] each; `flipped` is None without flip.
 
   Raises:
+    ValueError: `batch_size` or `num_threads` below 1.
     ValueError, OSError: an image that cannot be read, decoded or aligned.
   """
+  check_options(batch_size, num_threads)
   model = loading.as_embedding_model(embed_fn)
   height, width = model.image_size
   if height != width:
     raise ValueError(f"IJB aligns square faces; the model expects {height}x{width}")
   fn = model
-  num_threads = num_threads or min(8, os.cpu_count() or 1)
+  if num_threads is None:
+    num_threads = min(8, os.cpu_count() or 1)
   chunk = batch_size * max(1, round(chunk_images / batch_size))
   n = meta.num_images
   outputs = None

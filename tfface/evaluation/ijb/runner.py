@@ -99,9 +99,10 @@ def run_protocol(embed_fn, meta, batch_size=64, flip_test=True, detector_score=T
   Args:
     embed_fn: a Keras model or a callable uint8 RGB [b, H, W, 3] -> raw [b, D].
     meta: an `IJBMeta` (`read_ijb_meta`).
-    batch_size: images per forward pass.
+    batch_size: images per forward pass (at least 1).
     flip_test, detector_score, norm_score: InsightFace's test modes.
-    num_threads: threads decoding and aligning the loose crops.
+    num_threads: threads decoding and aligning the loose crops, at least 1
+      (None: the CPU count, at most 8).
     verbose: progress over the images.
     echo: called with a timing line.
 
@@ -128,8 +129,8 @@ def evaluate_ijb(model_path, ijb_dir, target="IJBC", batch_size=64, flip_test=Tr
                  num_threads=None, echo=print):
   """IJB-B / IJB-C 1:1 verification of a model; prints InsightFace's table.
 
-  The meta files are parsed and checked (and every image's existence) before
-  the model loads, so a bad layout fails in seconds.
+  The output paths, the meta files and every image's existence are checked
+  before the model loads, so a bad layout or output fails in seconds.
 
   Args:
     model_path: SavedModel export, training workdir or `.keras` file.
@@ -139,16 +140,24 @@ def evaluate_ijb(model_path, ijb_dir, target="IJBC", batch_size=64, flip_test=Tr
     flip_test, detector_score, norm_score: InsightFace's test modes.
     output_json: optional path for `IJBResult.as_dict()` (written atomically).
     roc_dir: optional directory for `TARGET_roc.png` (e.g. `ijbc_roc.png`).
-    num_threads: threads decoding and aligning the loose crops.
+    num_threads: threads decoding and aligning the loose crops, at least 1
+      (None: the CPU count, at most 8).
     echo: called with each line to show the user.
 
   Returns:
     The `IJBResult`.
 
   Raises:
-    ValueError: malformed meta files, images or model (one line, named).
+    ValueError: malformed meta files, images or model, or an output path that
+      cannot be written (one line, named).
     OSError: a missing file or image.
   """
+  faces.check_options(batch_size, num_threads)
+  roc_name = f"{target.lower()}_roc.png"
+  if output_json:
+    atomic.check_output_file(output_json, "--output_json")
+  if roc_dir:
+    atomic.check_output_directory(roc_dir, "--roc_dir", [roc_name])
   meta = ijb_meta.read_ijb_meta(ijb_dir, target)
   echo(f"[{target}] {meta.num_images} images, {len(np.unique(meta.templates))} templates, "
        f"{meta.num_pairs} pairs ({int(np.count_nonzero(meta.labels))} genuine)")
@@ -156,7 +165,7 @@ def evaluate_ijb(model_path, ijb_dir, target="IJBC", batch_size=64, flip_test=Tr
   result = run_protocol(model, meta, batch_size, flip_test, detector_score, norm_score,
                         num_threads=num_threads, echo=echo)
   if roc_dir:
-    report.plot_roc(result, os.path.join(roc_dir, f"{target.lower()}_roc.png"))
+    report.plot_roc(result, os.path.join(roc_dir, roc_name))
   if output_json:
     summary = dict(result.as_dict(), model=os.fspath(model_path))
     atomic.write_json(output_json, summary, indent=2, make_dirs=True)
