@@ -11,6 +11,9 @@ Measured in one run, on the same images:
 * the decode step alone: tf.data over chunks of those images in memory,
   decoded by the pipeline's own `numpy_function` step, one thread (the
   pipeline without reading, shuffling and parsing);
+* the same decoder as one tf.data element per image (OpenCV through a
+  `numpy_function` per image), one thread: how this benchmark measured its
+  ceiling, with TensorFlow's decoder, before the pipeline decoded chunks;
 * the serving decoder for reference: `decode_image_tf` (`tf.io.decode_jpeg`
   with the accurate integer IDCT, the same pixels) as a `tf.data` map over
   the same images, one thread;
@@ -145,6 +148,24 @@ def in_tf_data_rate(encoded, image_size, num_images, chunk=256):
   return _rate(_one_thread(ds.map(decode)), num_images)
 
 
+def per_image_rate(encoded, image_size, num_images):
+  """(images/s, cores busy) of the same decoder as one tf.data element per image:
+  OpenCV through a `numpy_function` per image, one thread (how this benchmark's
+  ceiling was measured, with TensorFlow's decoder, before the pipeline decoded
+  chunks with OpenCV)."""
+  height, width = image_size
+
+  def decode(data):
+    return decode_lib.decode_image(data)[0]
+
+  def element(data):
+    image = tf.numpy_function(decode, [data], tf.uint8, stateful=False)
+    return tf.ensure_shape(image, [height, width, 3])
+
+  ds = tf.data.Dataset.from_tensor_slices(encoded).repeat().map(element).batch(256)
+  return _rate(_one_thread(ds), num_images)
+
+
 def serving_decoder_rate(encoded, num_images):
   """One-thread images/s of the serving decoder, `decode_image_tf`, as a tf.data map."""
   ds = tf.data.Dataset.from_tensor_slices(encoded).repeat()
@@ -219,6 +240,7 @@ def main(argv):
         ("ceiling", lambda: decode_ceiling(encoded, image_size, n)),
         ("serving", lambda: serving_decoder_rate(encoded, n)),
         ("in_tf_data", lambda: in_tf_data_rate(encoded, image_size, n)),
+        ("per_image", lambda: per_image_rate(encoded, image_size, n)),
         ("one", lambda: pipeline_rate(data_dir, batch, n, one_thread=True)),
         ("full", lambda: pipeline_rate(data_dir, batch, n, one_thread=False))):
       best[name] = max(best.get(name, (0.0, 0.0)), measure())
@@ -232,9 +254,12 @@ def main(argv):
   in_tf, in_tf_cores = best["in_tf_data"]
   print(f"decode step alone in tf.data (in-memory chunks, 1 thread): {in_tf:,.0f} images/s "
         f"({in_tf_cores:.2f} cores busy) = {in_tf / ceiling:.2f} x ceiling", flush=True)
+  per_image, per_image_cores = best["per_image"]
+  print(f"the same decoder, one tf.data element per image (1 thread): {per_image:,.0f} "
+        f"images/s ({per_image_cores:.2f} cores busy)", flush=True)
   print(f"pipeline, 1 thread: {one:,.0f} images/s ({o_cores:.2f} cores busy) = "
         f"{one / ceiling:.2f} x ceiling, {one / in_tf:.2f} x the decode step alone in "
-        "tf.data", flush=True)
+        f"tf.data, {one / per_image:.2f} x the decoder per tf.data element", flush=True)
   print(f"pipeline, all {cores} cores: {full:,.0f} images/s ({f_cores:.2f} cores busy) "
         f"= {full / ceiling:.2f} x the 1-thread ceiling", flush=True)
   mx = mxnet_rate(_REC_DIR.value or manifest.source.get("rec_dir"), batch, n)
