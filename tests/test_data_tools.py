@@ -243,6 +243,13 @@ def test_inspect_data_names_a_path_that_does_not_exist(tmp_path):
   assert _last_line(proc) == f"error: {tmp_path / 'nope'}: no such file or directory"
   with pytest.raises(FileNotFoundError, match="nope.rec: no such file or directory"):
     inspection.describe(str(tmp_path / "nope.rec"))
+  # No path, or two: one line (absl's usage error printed the whole help).
+  for args in ((), (tmp_path, tmp_path)):
+    proc = run_data_tool("inspect_data", *args, check=False)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        "error: expected one PATH (a .rec dir, a TFRecord dir or a .bin); usage: "
+        "inspect_data.py [--verify] PATH"], proc.stderr
 
 
 def test_make_bin_from_lfw_pairs_and_plain_pairs(tmp_path):

@@ -10,7 +10,6 @@ first corrupt record) and exits 1 when any is bad.
 """
 import sys
 
-from absl import app
 from absl import flags
 
 try:
@@ -24,8 +23,8 @@ _VERIFY = flags.DEFINE_bool("verify", False, "Check every shard of a TFRecord di
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError("usage: inspect_data.py [--verify] PATH (a .rec dir, a TFRecord dir "
-                         "or a .bin)")
+    raise ValueError("expected one PATH (a .rec dir, a TFRecord dir or a .bin); usage: "
+                     "inspect_data.py [--verify] PATH")
   from tfface.data import inspection  # after absl parsed the flags: fast --help
   if _VERIFY.value:
     report, ok = inspection.verify(argv[1])
