@@ -159,7 +159,8 @@ def test_embed_output_that_is_a_directory_fails_before_the_model_loads(setup, tm
   proc = run_tool("embed", f"--model={tmp_path / 'no_model'}", f"--input={faces}",
                   f"--output={tmp_path / 'emb'}", check=False)
   assert proc.returncode == 1
-  assert proc.stderr == f"error: --output={tmp_path / 'emb'}: is a directory; expected a file name\n"
+  assert proc.stderr == (f"error: --output={tmp_path / 'emb'}: is a directory; expected a "
+                         "file name\n")
   assert [p.name for p in tmp_path.iterdir()] == ["emb"]
   # The file list beside it, too.
   (tmp_path / "e.files.txt").mkdir()
