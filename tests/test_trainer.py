@@ -162,8 +162,11 @@ def test_fine_tuning_onto_other_identities_builds_a_new_head(first_run, tmp_path
   assert f"skipped records {result.skipped_records}" in capsys.readouterr().out
   before = keras.saving.load_model(first / "backbone.keras")
   after = keras.saving.load_model(second / "backbone.keras")
-  for a, b in zip(before.trainable_weights, after.trainable_weights):
-    np.testing.assert_array_equal(a.numpy(), b.numpy())  # frozen: head-only steps
+  assert len(before.weights) > len(before.trainable_weights)  # BatchNorm statistics too
+  for a, b in zip(before.weights, after.weights):
+    # Frozen: head-only steps, with the backbone in inference mode (Keras'
+    # fine-tuning convention): its BatchNorm statistics do not move either.
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
   reader = tf.train.load_checkpoint(str(second / "ckpt"))
   assert reader.get_variable_to_shape_map()["head/kernel/.ATTRIBUTES/VARIABLE_VALUE"] == [
       5, 128]
@@ -175,6 +178,14 @@ def test_fine_tuning_onto_other_identities_builds_a_new_head(first_run, tmp_path
     checkpointing.load_pretrained(source, fresh)
     for a, b in zip(before.weights, fresh.weights):
       np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # Only the embedding size differs: the same number of weights, so the message
+  # names the first weight whose shape differs (it named none).
+  narrow = config_lib.load_config_file(SYNTHETIC)
+  narrow.backbone.embedding_size = 64
+  with pytest.raises(ValueError, match=r"does not match .*; first difference: "
+                     r"\S+ is \(\d+, 64\) here, \(\d+, 128\) in the pretrained backbone"):
+    checkpointing.load_pretrained(str(first / "backbone.keras"),
+                                  task_lib.build_backbone(narrow, (112, 112)))
   config.backbone.overrides.units = (1, 1, 2, 1)
   wrong = task_lib.build_backbone(config, (112, 112))
   with pytest.raises(ValueError, match="does not match"):
@@ -334,3 +345,41 @@ def test_an_unusable_verification_bin_fails_before_the_workdir_is_written(synth,
     _train_in_process(workdir, tfr, total_steps=2, val_bins=small,
                       overrides={"verify_at_start": True})
   assert not workdir.exists()
+
+
+def test_logged_loss_is_the_mean_since_the_previous_line(synth, tmp_path, capsys):
+  """docs/training.md: the log line's loss and accuracy are the means over the steps
+  since the previous line. With loops shorter than the log interval, the last loop's
+  mean used to be logged alone."""
+  _, tfr = synth
+  common = {"input.deterministic": True, "log_every": 1, "steps_per_loop": 1}
+  _train_in_process(tmp_path / "every", tfr, total_steps=4, overrides=common)
+  per_step = [float(m) for m in re.findall(r"^step \d/4 loss (\S+)", capsys.readouterr().out,
+                                           re.M)]
+  assert len(per_step) == 4 and len(set(per_step)) > 1
+  result = _train_in_process(tmp_path / "fourth", tfr, total_steps=4,
+                             overrides=dict(common, log_every=4))
+  logged = [float(m) for m in re.findall(r"^step \d/4 loss (\S+)", capsys.readouterr().out,
+                                         re.M)]
+  assert logged == [pytest.approx(np.mean(per_step), abs=2e-4)], (logged, per_step)
+  assert result.loss == pytest.approx(np.mean(per_step), abs=2e-4)
+
+
+def test_a_bad_pretrained_path_fails_before_the_workdir_is_written(synth, first_run, tmp_path):
+  """A rejected --pretrained used to leave config.json and tensorboard/ in the new workdir."""
+  _, tfr = synth
+  export = tmp_path / "export" / "1"
+  export.mkdir(parents=True)
+  (export / "saved_model.pb").write_bytes(b"")  # the shape of a SavedModel version dir
+  for source, message in ((tmp_path / "nothing", "not a workdir with backbone.keras"),
+                          (export, "a SavedModel export holds no training weights")):
+    workdir = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
+      _train_in_process(workdir, tfr, total_steps=2, pretrained=str(source))
+    assert not workdir.exists()
+  # A resumed workdir ignores --pretrained, even a bad one (docs/training.md).
+  resumed = tmp_path / "resumed"
+  shutil.copytree(first_run, resumed)
+  result = _train_in_process(resumed, tfr, total_steps=3, checkpoint_every=3,
+                             pretrained=str(tmp_path / "nothing"))
+  assert result.step == 3

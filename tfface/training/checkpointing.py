@@ -232,6 +232,32 @@ def _backbone_from_checkpoint(prefix, backbone):
   status.expect_partial()
 
 
+def resolve_pretrained(path: str) -> tuple[str, str]:
+  """What `--pretrained=path` names: `("keras", file)` or `("checkpoint", prefix)`.
+
+  Raises:
+    FileNotFoundError: nothing loadable at `path` (checked before a run
+      writes its workdir).
+  """
+  if os.path.isdir(path) and os.path.isfile(os.path.join(path, BACKBONE)):
+    path = os.path.join(path, BACKBONE)
+  if path.endswith(".keras"):
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{path}: no such .keras file (--pretrained)")
+    return "keras", path
+  prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
+  if prefix is None and os.path.isdir(os.path.join(path, CKPT_DIR)):
+    prefix = tf.train.latest_checkpoint(os.path.join(path, CKPT_DIR))
+  if not prefix or not tf.io.gfile.exists(prefix + ".index"):
+    hint = (" (a SavedModel export holds no training weights: pass the workdir it came "
+            "from, or its backbone.keras)"
+            if os.path.isfile(os.path.join(path, "saved_model.pb")) else "")
+    raise FileNotFoundError(
+        f"{path}: not a workdir with {BACKBONE}, a .keras file or a checkpoint "
+        f"(--pretrained){hint}")
+  return "checkpoint", prefix
+
+
 def load_pretrained(path: str, backbone):
   """Copies pretrained backbone weights into `backbone` (built for the new run).
 
@@ -249,22 +275,13 @@ def load_pretrained(path: str, backbone):
     FileNotFoundError: nothing loadable at `path`.
     ValueError: the pretrained backbone has a different architecture.
   """
-  if os.path.isdir(path) and os.path.isfile(os.path.join(path, BACKBONE)):
-    path = os.path.join(path, BACKBONE)
-  if path.endswith(".keras"):
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"{path}: no such .keras file (--pretrained)")
+  kind, path = resolve_pretrained(path)
+  if kind == "keras":
     import tfface.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     source = keras.saving.load_model(path, compile=False)
     _copy_weights(source, backbone, path)
     return f"backbone weights from {path}"
-  prefix = tf.train.latest_checkpoint(path) if os.path.isdir(path) else path
-  if prefix is None and os.path.isdir(os.path.join(path, CKPT_DIR)):
-    prefix = tf.train.latest_checkpoint(os.path.join(path, CKPT_DIR))
-  if not prefix or not tf.io.gfile.exists(prefix + ".index"):
-    raise FileNotFoundError(
-        f"{path}: not a workdir with {BACKBONE}, a .keras file or a checkpoint "
-        "(--pretrained)")
+  prefix = path
   try:
     _backbone_from_checkpoint(prefix, backbone)
   except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
@@ -278,9 +295,12 @@ def _copy_weights(source, target, path):
   shapes_src = [tuple(w.shape) for w in src]
   shapes_dst = [tuple(w.shape) for w in dst]
   if shapes_src != shapes_dst:
+    differ = next((f"; first difference: {d.path} is {b} here, {a} in the pretrained "
+                   "backbone" for s, d, a, b in zip(src, dst, shapes_src, shapes_dst)
+                   if a != b), "")
     raise ValueError(
         f"{path}: pretrained backbone {source.name!r} ({len(src)} weights) does not "
-        f"match the {target.name!r} backbone of this run ({len(dst)} weights); check "
-        "--network and the backbone overrides")
+        f"match the {target.name!r} backbone of this run ({len(dst)} weights){differ}; "
+        "check --network, --config.backbone.embedding_size and the backbone overrides")
   for s, d in zip(src, dst):
     d.assign(np.asarray(s.numpy(), dtype=d.dtype))

@@ -140,9 +140,13 @@ class FaceTask:
     """The rate of the update that takes the counter from `step` to `step + 1`."""
     return self.schedule(self.step if step is None else step)
 
-  def _forward(self, images, labels, use_margin):
-    """This replica's share of the data loss and its second metric."""
-    embeddings = self.backbone(images, training=True)
+  def _forward(self, images, labels, use_margin, train_backbone=True):
+    """This replica's share of the data loss and its second metric.
+
+    A frozen backbone (`train_backbone=False`) runs in inference mode, as
+    Keras fine-tuning does: its BatchNorm statistics stay those it came with.
+    """
+    embeddings = self.backbone(images, training=bool(train_backbone))
     if self.triplet:
       tc = self.config.triplet
       loss, active = losses.triplet_loss_and_active(labels, embeddings, margin=tc.margin,
@@ -184,7 +188,7 @@ class FaceTask:
       sources.append(self.partial_fc.shard_variable())
     decayed = [v for v in variables if id(v) in self._decayed]
     with tf.GradientTape() as tape:
-      data_loss, second = self._forward(images, labels, use_margin)
+      data_loss, second = self._forward(images, labels, use_margin, train_backbone)
       decay = losses.l2_weight_decay(decayed, self.config.weight_decay)
       total = data_loss + decay / self.num_replicas
       scaled = self.optimizer.scale_loss(total) if self.loss_scaled else total

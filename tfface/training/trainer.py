@@ -234,6 +234,9 @@ def _setup_and_run(config, workdir, strategy):
   integrity.check_shard_sizes(config.data_dir, manifest)
   pipeline.check_first_image(config.data_dir, manifest, plan.image_size)
   check_resume_config(workdir, config, plan)
+  if config.pretrained and not tf.train.latest_checkpoint(
+      os.path.join(workdir, checkpointing.CKPT_DIR)):
+    checkpointing.resolve_pretrained(config.pretrained)  # a bad path writes no workdir
   # The verification targets are read (and checked) before the workdir is
   # written to: a bad .bin leaves no half-started run behind.
   verifier, missing_targets = None, []
@@ -389,6 +392,10 @@ def _run(config, workdir, strategy, manifest, plan, task, saver, reporter, verif
     reporter.line(f"Accuracy-Flip before training: {result.accuracy_before:.4f}")
 
   step, verified, metrics = start, start, {}
+  # Step-weighted sums of the loops' metrics since the last log line: the
+  # line shows their means, whatever loops (checkpoints, verification, mode
+  # switches, steps_per_loop) ended in between.
+  sums, counted = {}, 0
   reporter.start(step)
   try:
     while step < plan.total_steps:
@@ -411,10 +418,15 @@ def _run(config, workdir, strategy, manifest, plan, task, saver, reporter, verif
             f"(--config.schedule.warmup_fraction) or set --config.clip_norm")
       step = int(task.step.numpy())
       if out.applied:
-        metrics = out.metrics
+        for name, value in out.metrics.items():
+          sums[name] = sums.get(name, 0.0) + value * out.applied
+        counted += out.applied
       if step < stop:
         continue  # the loss-scale optimizer skipped overflowing updates: finish the span
       if step % config.log_every == 0 or step == plan.total_steps:
+        if counted:
+          metrics = {name: value / counted for name, value in sums.items()}
+          sums, counted = {}, 0
         # The rate that produced this step's update: the schedule at step - 1.
         reporter.progress(step, metrics, float(task.learning_rate(step - 1)), stats.skipped)
       if step % config.checkpoint_every == 0 or step == plan.total_steps:
