@@ -182,3 +182,85 @@ def test_served_threshold_belongs_to_the_served_form(tmp_path):
   assert rest_client.served_threshold(tmp_path / "none").value == 1.4
   with pytest.raises(OSError, match="no SavedModel"):
     rest_client.served_threshold(base, version=3)
+
+
+def test_predict_url_names_the_version_even_zero():
+  assert rest_client.predict_url("localhost:8501", "face") == (
+      "http://localhost:8501/v1/models/face:predict")
+  assert rest_client.predict_url("localhost:8501", "face", 0) == (
+      "http://localhost:8501/v1/models/face/versions/0:predict")
+  assert rest_client.predict_url("https://h:1/", "face", 3) == (
+      "https://h:1/v1/models/face/versions/3:predict")
+
+
+@pytest.fixture
+def two_versions(tmp_path):
+  """A model base whose versions differ in threshold and embedding form."""
+  base = tmp_path / "face"
+  _fake_export(base / "0", flip_tta=False, threshold=0.5, threshold_embedding="single_view")
+  _fake_export(base / "1", flip_tta=False, threshold=0.38, threshold_embedding="single_view")
+  _fake_export(base / "3", flip_tta=True, threshold=0.37, threshold_embedding="flip_sum")
+  return base
+
+
+def test_threshold_comes_from_the_requested_version(two_versions):
+  base = two_versions
+  three = rest_client.served_threshold(base, 3)
+  assert (three.value, three.embedding) == (0.37, "flip_sum")
+  zero = rest_client.served_threshold(base, 0)
+  assert (zero.value, zero.embedding) == (0.5, "single_view")
+  one = rest_client.served_threshold(base / "1")
+  assert (one.value, one.embedding) == (0.38, "single_view")
+  assert rest_client.served_threshold(base / "1", 1).value == 0.38
+  # Version directory 1 with --version=3: refused, naming both versions.
+  with pytest.raises(ValueError, match=r"version 1 .*--version=3") as info:
+    rest_client.served_threshold(base / "1", 3)
+  assert "\n" not in str(info.value)
+
+
+def test_resolve_served_export_pairs_the_request_with_its_threshold(two_versions):
+  base = two_versions
+  # Base, no version: TF Serving's newest on both sides (the request names none).
+  assert rest_client.resolve_served_export(base) == (str(base / "3"), None)
+  assert rest_client.resolve_served_export(base, 0) == (str(base / "0"), 0)
+  assert rest_client.resolve_served_export(base, 3) == (str(base / "3"), 3)
+  # A version directory without --version: that very version is requested.
+  assert rest_client.resolve_served_export(base / "1") == (str(base / "1"), 1)
+  assert rest_client.resolve_served_export(f"{base / '1'}/", 1) == (str(base / "1"), 1)
+  with pytest.raises(OSError, match="no SavedModel"):
+    rest_client.resolve_served_export(base, 2)
+
+
+def test_query_requests_the_version_whose_threshold_it_uses(two_versions, monkeypatch):
+  base = two_versions
+  requested = []
+
+  def fake_request(server, model, image_paths, version=None, timeout=60.0):
+    del server, model, timeout
+    requested.append(version)
+    return np.eye(len(image_paths), 4, dtype=np.float32)
+
+  monkeypatch.setattr(rest_client, "request_embeddings", fake_request)
+  files = ["a.jpg", "b.jpg"]
+  text = rest_client.query_and_describe("h:1", "face", files, None, str(base / "1"))
+  assert requested[-1] == 1 and "threshold 0.3800 for single_view" in text
+  text = rest_client.query_and_describe("h:1", "face", files, None, str(base))
+  assert requested[-1] is None and "threshold 0.3700 for flip_sum" in text
+  text = rest_client.query_and_describe("h:1", "face", files, 0, str(base))
+  assert requested[-1] == 0 and "threshold 0.5000 for single_view" in text
+  text = rest_client.query_and_describe("h:1", "face", files, 3, str(base / "3"))
+  assert requested[-1] == 3 and "threshold 0.3700 for flip_sum" in text
+  count = len(requested)
+  with pytest.raises(ValueError, match=r"version 1 .*--version=3"):
+    rest_client.query_and_describe("h:1", "face", files, 3, str(base / "1"))
+  assert len(requested) == count  # refused before any request
+
+
+def test_serving_client_tool_refuses_mixed_versions(two_versions):
+  proc = run_tool("serving_client", "--server=127.0.0.1:9", "--model=face",
+                  f"--export_dir={two_versions / '1'}", "--version=3", "a.jpg",
+                  check=False)
+  assert proc.returncode == 1, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+  assert "version 1" in lines[0] and "--version=3" in lines[0]

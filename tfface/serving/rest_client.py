@@ -15,7 +15,8 @@ outputs, `{"predictions": [{"embedding": [...]}, ...]}`.
 The served embeddings are single-view, or flip-summed for an export with
 flip TTA; the threshold that decides "same person" is the one the export
 stores for that form (`served_threshold`), read from the export directory
-TF Serving serves.
+TF Serving serves. Versions differ in threshold and form, so the threshold
+is read from the very version the request asks for (`resolve_served_export`).
 """
 import base64
 import dataclasses
@@ -69,7 +70,9 @@ def parse_predict_response(body):
 def predict_url(server, model, version=None):
   """`http://HOST:PORT/v1/models/NAME[/versions/N]:predict`."""
   base = server if server.startswith(("http://", "https://")) else f"http://{server}"
-  path = f"/v1/models/{model}" + (f"/versions/{int(version)}" if version else "")
+  path = f"/v1/models/{model}"
+  if version is not None:  # version 0 is a valid TF Serving version
+    path += f"/versions/{int(version)}"
   return f"{base.rstrip('/')}{path}:predict"
 
 
@@ -116,14 +119,67 @@ class ServedThreshold:
   source: str
 
 
+def _is_saved_model(path):
+  return os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def resolve_served_export(export_path, version=None):
+  """The export directory to read the threshold from, and the version to request.
+
+  Both sides always name the same model version:
+
+  * a model base (`BASE/NAME`) and no version: the newest version directory,
+    and no version in the request (TF Serving serves its newest);
+  * a model base and `version` N: `BASE/NAME/N`, and version N requested;
+  * a version directory `BASE/NAME/M` and no version, or `version` M: that
+    directory, and version M requested (not whatever TF Serving serves newest);
+  * a version directory M and `version` N != M: refused (ValueError), rather
+    than reading a sibling directory that was not named: which of the two was
+    meant is the caller's to say;
+  * a SavedModel directory with no numeric name (not a TF Serving layout):
+    that directory, and `version` as given.
+
+  Args:
+    export_path: the model base directory TF Serving serves, or one version
+      directory.
+    version: the model version to request (default: see above).
+
+  Returns:
+    `(export_dir, request_version)`: `request_version` is None for TF
+    Serving's newest.
+
+  Raises:
+    OSError: no such export or version.
+    ValueError: a version directory and another `version`.
+  """
+  path = os.path.normpath(os.fspath(export_path))
+  if _is_saved_model(path):
+    name = os.path.basename(path)
+    if name.isdigit():
+      if version is not None and int(version) != int(name):
+        raise ValueError(
+            f"--export_dir={path} is version {int(name)} but --version={int(version)} "
+            f"requests version {int(version)}: pass the model base "
+            f"{os.path.dirname(path)} or {os.path.join(os.path.dirname(path), str(int(version)))}")
+      return path, int(name)
+    return path, version
+  if version is not None:
+    path = os.path.join(path, str(int(version)))
+  elif os.path.isdir(path):
+    path = loading.latest_version_dir(path) or path
+  if not _is_saved_model(path):
+    raise OSError(f"{path}: no SavedModel (saved_model.pb) here")
+  return path, version
+
+
 def served_threshold(export_path, version=None):
   """The threshold an export stores for the embedding its `serving_default` serves.
 
   Args:
     export_path: the model base directory TF Serving serves (`BASE/NAME`), or
       one version directory.
-    version: the served version in a model base (default: the newest, as TF
-      Serving picks).
+    version: the requested version (default: the newest in a model base, as
+      TF Serving picks); `resolve_served_export` says which directory is read.
 
   Returns:
     A `ServedThreshold` (the 1.4 default when the export stores none).
@@ -131,16 +187,10 @@ def served_threshold(export_path, version=None):
   Raises:
     OSError: no such export or version.
     ValueError: the stored threshold belongs to another embedding form than
-      the one served (an export written before the form was recorded).
+      the one served (an export written before the form was recorded), or a
+      version directory and another `version`.
   """
-  path = os.fspath(export_path)
-  if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-    if version is not None:
-      path = os.path.join(path, str(int(version)))
-    elif os.path.isdir(path):
-      path = loading.latest_version_dir(path) or path
-  if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-    raise OSError(f"{path}: no SavedModel (saved_model.pb) here")
+  path, _ = resolve_served_export(export_path, version)
   meta = loading.read_export_metadata(path)
   served = embedding_lib.embedding_for_flip(meta.get("flip_tta", False))
   if meta.get("threshold") is None:
@@ -191,16 +241,22 @@ def query_and_describe(server, model, image_paths, version=None, export_dir=None
     model: model name in TF Serving's config.
     image_paths: image files, sent as they are.
     version: optional model version.
-    export_dir: the served export's directory, to read its threshold from.
+    export_dir: the served export's directory (model base or version), to
+      read its threshold from; the request then asks for the version whose
+      threshold is used (`resolve_served_export`).
     threshold: a given squared-distance threshold (overrides `export_dir`'s).
 
   Returns:
     The report text (with verdicts when a threshold is known).
+
+  Raises:
+    ValueError: `export_dir` is a version directory and `version` another one.
   """
   decision = None
   if threshold is not None:
     decision = ServedThreshold(float(threshold), "served", "given")
   elif export_dir:
-    decision = served_threshold(export_dir, version)
+    path, version = resolve_served_export(export_dir, version)
+    decision = served_threshold(path)
   embeddings = request_embeddings(server, model, image_paths, version)
   return describe_embeddings(image_paths, embeddings, decision)
