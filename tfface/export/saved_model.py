@@ -98,8 +98,69 @@ def build_serving_module(model, flip_tta=False):
   return module, {"serving_default": concrete[2], "serve_images": concrete[1]}
 
 
+def _float32_policies(config):
+  """`config` with every mixed dtype policy replaced by float32, and whether any was.
+
+  Keras 3 serializes a layer's policy as a `DTypePolicy` config (`{"name":
+  "mixed_bfloat16"}`) under its `dtype` key; older files may hold the name.
+  """
+  if isinstance(config, dict):
+    if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+      name = (config.get("config") or {}).get("name", "")
+      if isinstance(name, str) and name.startswith("mixed_"):
+        return dict(config, config=dict(config["config"], name="float32")), True
+    changed, out = False, {}
+    for key, value in config.items():
+      if key == "dtype" and isinstance(value, str) and value.startswith("mixed_"):
+        out[key], found = "float32", True
+      else:
+        out[key], found = _float32_policies(value)
+      changed = changed or found
+    return out, changed
+  if isinstance(config, (list, tuple)):
+    items = [_float32_policies(value) for value in config]
+    return type(config)(v for v, _ in items), any(found for _, found in items)
+  return config, False
+
+
+def as_float32(model):
+  """The backbone computing in float32: `model` itself unless it has mixed layers.
+
+  A backbone trained with mixed precision keeps its variables in float32 but
+  computes in bfloat16/float16, which TFLite and onnxruntime reject and which
+  shifts embeddings by ~1e-3; every export rebuilds it with a float32 policy
+  on each layer and the same (exactly carried over) weights.
+
+  Raises:
+    ValueError: a mixed-precision model that cannot be rebuilt from its config.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import tfface.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  try:
+    config = model.get_config()
+  except NotImplementedError:
+    config = None
+  config, mixed = _float32_policies(config)
+  if not mixed:
+    if any(getattr(layer, "compute_dtype", "float32") != "float32"
+           for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)):
+      raise ValueError(f"{model.name}: computes in mixed precision and has no "
+                       "config to rebuild it in float32 from")
+    return model
+  try:
+    rebuilt = model.__class__.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{model.name}: cannot rebuild the mixed-precision model in "
+                     f"float32 ({e})") from e
+  return rebuilt
+
+
 def resolve_model(model_or_path):
-  """A Keras backbone, what loading it found (a workdir's verification), and its path.
+  """A float32 Keras backbone, what loading it found (a workdir's verification), and its path.
+
+  Every export goes through here; a mixed-precision backbone comes back
+  rebuilt in float32 (`as_float32`).
 
   Args:
     model_or_path: a Keras model, or a `.keras` file / training workdir.
@@ -111,12 +172,12 @@ def resolve_model(model_or_path):
     ValueError: the path is a SavedModel export or not loadable.
   """
   if not isinstance(model_or_path, (str, os.PathLike)):
-    return model_or_path, {}, ""
+    return as_float32(model_or_path), {}, ""
   loaded = loading.load_embedding_model(model_or_path)
   if loaded.keras_model is None:
     raise ValueError(f"{model_or_path}: already a SavedModel export; export the "
                      ".keras file or training workdir it came from instead")
-  return loaded.keras_model, loaded.metadata, os.fspath(model_or_path)
+  return as_float32(loaded.keras_model), loaded.metadata, os.fspath(model_or_path)
 
 
 def _check_version(export_dir, version, overwrite):
