@@ -95,3 +95,13 @@ def tensorboard_scalars(workdir, tag="train/loss"):
         if value.tag == tag:
           out[event.step] = float(tf.make_ndarray(value.tensor))
   return out
+
+
+@pytest.fixture
+def dir_and_file(tmp_path):
+  """An existing directory and an existing file in `tmp_path`: output paths that
+  are the wrong kind (a directory where a file is wanted, and the reverse)."""
+  a_dir, a_file = tmp_path / "a_dir", tmp_path / "a_file"
+  a_dir.mkdir()
+  a_file.write_text("x")
+  return a_dir, a_file

@@ -209,10 +209,8 @@ def test_embed_images_rejects_bad_batch_size_and_threads(ijb_dir, kwargs, messag
 
 
 @pytest.mark.parametrize("flag", ["output_json", "roc_dir"])
-def test_unwritable_outputs_fail_before_the_model_loads(ijb_dir, tmp_path, flag):
-  a_dir, a_file = tmp_path / "a_dir", tmp_path / "a_file"
-  a_dir.mkdir()
-  a_file.write_text("x")
+def test_unwritable_outputs_fail_before_the_model_loads(ijb_dir, tmp_path, flag, dir_and_file):
+  a_dir, a_file = dir_and_file
   bad = {"output_json": a_dir, "roc_dir": a_file}[flag]
   with pytest.raises(ValueError) as info:
     runner.evaluate_ijb(str(tmp_path / "no_model"), str(ijb_dir), **{flag: str(bad)},

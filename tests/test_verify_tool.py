@@ -159,10 +159,8 @@ def test_verify_tool_ignores_an_empty_entry_in_bins(bins, tmp_path):
 
 
 @pytest.mark.parametrize("flag", ["output_json", "roc_dir"])
-def test_unwritable_outputs_fail_before_the_model_loads(bins, tmp_path, flag):
-  a_dir, a_file = tmp_path / "a_dir", tmp_path / "a_file"
-  a_dir.mkdir()
-  a_file.write_text("x")
+def test_unwritable_outputs_fail_before_the_model_loads(bins, tmp_path, flag, dir_and_file):
+  a_dir, a_file = dir_and_file
   bad = {"output_json": a_dir, "roc_dir": a_file}[flag]
   proc = run_tool("verify", f"--model={tmp_path / 'no_model'}", f"--bins={bins[1]}",
                   f"--{flag}={bad}", check=False)

@@ -161,9 +161,10 @@ def check_output_file(path, flag):
   if os.path.isdir(path):
     raise ValueError(f"{flag}={path}: is a directory; expected a file name")
   if os.path.exists(path):
-    if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK | os.X_OK):
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.access(parent, os.W_OK | os.X_OK):
       raise ValueError(f"{flag}={path}: cannot be replaced, no permission to write in "
-                       f"{os.path.dirname(os.path.abspath(path))}")
+                       f"{parent}")
     return
   _check_creatable(path, flag)
 

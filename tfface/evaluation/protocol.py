@@ -167,7 +167,7 @@ def best_overall_threshold(dist, issame, thresholds=ACCURACY_THRESHOLDS):
   return float(thresholds[best]), float(correct[best] / len(dist))
 
 
-def evaluate_accuracy(embeddings, issame, nrof_folds=10):
+def evaluate_accuracy(embeddings, issame, nrof_folds=NROF_FOLDS):
   """The accuracy half of `evaluate_embeddings` (no VAL): cheaper, for thresholds.
 
   Args:
@@ -206,7 +206,7 @@ def evaluate_accuracy(embeddings, issame, nrof_folds=10):
   }
 
 
-def evaluate_embeddings(embeddings, issame, nrof_folds=10):
+def evaluate_embeddings(embeddings, issame, nrof_folds=NROF_FOLDS):
   """InsightFace's `evaluate` on flip-summed, L2-normalized pair embeddings.
 
   Args:

@@ -80,7 +80,7 @@ class OperatingPoint:
   distances: np.ndarray
 
   @classmethod
-  def measure(cls, unit_embeddings, issame, embedding, nrof_folds=10):
+  def measure(cls, unit_embeddings, issame, embedding, nrof_folds=protocol.NROF_FOLDS):
     """The operating point of normalized pair embeddings ([2N, D], pairs on consecutive rows)."""
     metrics = protocol.evaluate_accuracy(unit_embeddings, issame, nrof_folds)
     return cls(embedding, metrics["best_threshold"], metrics["best_threshold_accuracy"],
@@ -148,7 +148,8 @@ class VerificationResult:
     }
 
 
-def evaluate_flip_pairs(original, flipped, issame, name="", nrof_folds=10):
+def evaluate_flip_pairs(original, flipped, issame, name="",
+                        nrof_folds=protocol.NROF_FOLDS):
   """InsightFace's numbers from raw original and flipped pair embeddings.
 
   Args:
@@ -209,7 +210,8 @@ def _images_for(model, vbin, images, verbose):
   return images
 
 
-def verify(model, vbin, batch_size=64, images=None, nrof_folds=10, verbose=True):
+def verify(model, vbin, batch_size=64, images=None, nrof_folds=protocol.NROF_FOLDS,
+           verbose=True):
   """Runs InsightFace's verification protocol on one `.bin`.
 
   Args:
@@ -239,7 +241,7 @@ def verify(model, vbin, batch_size=64, images=None, nrof_folds=10, verbose=True)
 
 
 def measure_operating_point(model, vbin, embedding, batch_size=64, images=None,
-                            nrof_folds=10, verbose=True):
+                            nrof_folds=protocol.NROF_FOLDS, verbose=True):
   """The operating point of one embedding form on one `.bin`.
 
   Cheaper than `verify` for `single_view` (no mirrored images), and what an

@@ -183,14 +183,15 @@ def workdir_threshold(workdir):
   return metadata
 
 
-def _is_saved_model(path):
+def is_saved_model(path):
+  """Whether `path` is a SavedModel directory (holds `saved_model.pb`)."""
   return os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
 def latest_version_dir(base):
   """The highest numeric version under a TF Serving model base, or None."""
   versions = [d for d in os.listdir(base) if d.isdigit()
-              and _is_saved_model(os.path.join(base, d))]
+              and is_saved_model(os.path.join(base, d))]
   return os.path.join(base, max(versions, key=int)) if versions else None
 
 
@@ -248,7 +249,7 @@ def load_embedding_model(path):
   if not os.path.exists(path):
     raise OSError(f"{path}: no such file or directory")
   if os.path.isdir(path):
-    if _is_saved_model(path):
+    if is_saved_model(path):
       return _load_saved_model(path)
     for name in ("best_backbone.keras", "backbone.keras"):
       candidate = os.path.join(path, name)

@@ -119,10 +119,6 @@ class ServedThreshold:
   source: str
 
 
-def _is_saved_model(path):
-  return os.path.isfile(os.path.join(path, "saved_model.pb"))
-
-
 def resolve_served_export(export_path, version=None):
   """The export directory to read the threshold from, and the version to request.
 
@@ -153,7 +149,7 @@ def resolve_served_export(export_path, version=None):
     ValueError: a version directory and another `version`.
   """
   path = os.path.normpath(os.fspath(export_path))
-  if _is_saved_model(path):
+  if loading.is_saved_model(path):
     name = os.path.basename(path)
     if name.isdigit():
       if version is not None and int(version) != int(name):
@@ -167,7 +163,7 @@ def resolve_served_export(export_path, version=None):
     path = os.path.join(path, str(int(version)))
   elif os.path.isdir(path):
     path = loading.latest_version_dir(path) or path
-  if not _is_saved_model(path):
+  if not loading.is_saved_model(path):
     raise OSError(f"{path}: no SavedModel (saved_model.pb) here")
   return path, version
 

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfface import atomic
+from tfface.inference import loading
 
 _LOG = logging.getLogger(__name__)
 CKPT_DIR = "ckpt"
@@ -251,7 +252,7 @@ def resolve_pretrained(path: str) -> tuple[str, str]:
   if not prefix or not tf.io.gfile.exists(prefix + ".index"):
     hint = (" (a SavedModel export holds no training weights: pass the workdir it came "
             "from, or its backbone.keras)"
-            if os.path.isfile(os.path.join(path, "saved_model.pb")) else "")
+            if loading.is_saved_model(path) else "")
     raise FileNotFoundError(
         f"{path}: not a workdir with {BACKBONE}, a .keras file or a checkpoint "
         f"(--pretrained){hint}")
@@ -275,13 +276,13 @@ def load_pretrained(path: str, backbone):
     FileNotFoundError: nothing loadable at `path`.
     ValueError: the pretrained backbone has a different architecture.
   """
-  kind, path = resolve_pretrained(path)
+  kind, found = resolve_pretrained(path)
   if kind == "keras":
     import tfface.models  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-    source = keras.saving.load_model(path, compile=False)
-    _copy_weights(source, backbone, path)
-    return f"backbone weights from {path}"
-  prefix = path
+    source = keras.saving.load_model(found, compile=False)
+    _copy_weights(source, backbone, found)
+    return f"backbone weights from {found}"
+  prefix = found
   try:
     _backbone_from_checkpoint(prefix, backbone)
   except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
@@ -296,7 +297,7 @@ def _copy_weights(source, target, path):
   shapes_dst = [tuple(w.shape) for w in dst]
   if shapes_src != shapes_dst:
     differ = next((f"; first difference: {d.path} is {b} here, {a} in the pretrained "
-                   "backbone" for s, d, a, b in zip(src, dst, shapes_src, shapes_dst)
+                   "backbone" for d, a, b in zip(dst, shapes_src, shapes_dst)
                    if a != b), "")
     raise ValueError(
         f"{path}: pretrained backbone {source.name!r} ({len(src)} weights) does not "

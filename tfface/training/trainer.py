@@ -92,10 +92,16 @@ def _plan(config, manifest, replicas):
       peak_lr=config_lib.learning_rate(config, global_batch))
 
 
-def _write_config(workdir, config, plan):
+def _config_record(config, plan):
+  """What `WORKDIR/config.json` holds: the config and the numbers resolved at start."""
   data = json.loads(config.to_json())
   data["resolved"] = dataclasses.asdict(plan)
-  checkpointing.write_json_atomically(os.path.join(workdir, checkpointing.CONFIG), data)
+  return data
+
+
+def _write_config(workdir, config, plan):
+  checkpointing.write_json_atomically(os.path.join(workdir, checkpointing.CONFIG),
+                                      _config_record(config, plan))
 
 
 # What a workdir's checkpoints were trained as: resuming with another value
@@ -110,25 +116,23 @@ def _field(data, dotted):
   return data
 
 
-def check_resume_config(workdir, config, plan):
+def _check_resume_config(workdir, config, plan):
   """Refuses to resume a workdir's checkpoints as another model, loss or head.
 
+  Call it only for a workdir that holds a checkpoint.
+
   Raises:
-    ValueError: the workdir has a checkpoint, and its config.json names
-      another network, backbone, loss, Partial FC setting or number of
-      identities than this run; the message says how to go on.
+    ValueError: the workdir's config.json names another network, backbone,
+      loss, Partial FC setting or number of identities than this run; the
+      message says how to go on.
   """
   path = os.path.join(workdir, checkpointing.CONFIG)
-  if not (tf.train.latest_checkpoint(os.path.join(workdir, checkpointing.CKPT_DIR))
-          and os.path.isfile(path)):
-    return
   try:
     with open(path) as f:
       saved = json.load(f)
   except (OSError, ValueError):
-    return  # unreadable: the checkpoint's own check still applies
-  data = json.loads(config.to_json())
-  data["resolved"] = dataclasses.asdict(plan)
+    return  # none (tfface 0.1) or unreadable: the checkpoint's own check still applies
+  data = _config_record(config, plan)
   for dotted in _RESUME_FIELDS:
     before, now = _field(saved, dotted), _field(data, dotted)
     if before is not None and before != now:
@@ -233,9 +237,9 @@ def _setup_and_run(config, workdir, strategy):
   # Cheap checks of the data before anything slow (verification at start).
   integrity.check_shard_sizes(config.data_dir, manifest)
   pipeline.check_first_image(config.data_dir, manifest, plan.image_size)
-  check_resume_config(workdir, config, plan)
-  if config.pretrained and not tf.train.latest_checkpoint(
-      os.path.join(workdir, checkpointing.CKPT_DIR)):
+  if tf.train.latest_checkpoint(os.path.join(workdir, checkpointing.CKPT_DIR)):
+    _check_resume_config(workdir, config, plan)
+  elif config.pretrained:  # a resumed run ignores --pretrained
     checkpointing.resolve_pretrained(config.pretrained)  # a bad path writes no workdir
   # The verification targets are read (and checked) before the workdir is
   # written to: a bad .bin leaves no half-started run behind.
