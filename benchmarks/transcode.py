@@ -54,27 +54,49 @@ _CONTENDERS = flags.DEFINE_list(
     "Transcode paths timed side by side (the first is the baseline of the "
     "comparisons): rec2tfrecord (as shipped), library (tf.train.Example + "
     "tf.io.TFRecordWriter instead of example_batch), per_record (RecordIOReader per "
-    "record instead of rec_batch), sha256 and blake2b (SHA-256 or BLAKE2b-256 digests "
+    "record instead of rec_batch), preadv (the records read into a buffer instead of "
+    "the .rec mapped), late_writeback (the disk starts writing a shard at its "
+    "fsync, after its digest, as before), small_groups (groups of 256 MiB of records, "
+    "as before), sha256 and blake2b (SHA-256 or BLAKE2b-256 digests "
     "instead of BLAKE3), threaded_digest (the digest computed in a thread beside the "
     "write, sync and read-back).")
 
 _IMAGES_PER_IDENTITY = 40
-_real_read_images = None  # rec_batch.read_images, kept while a contender patches it
 
 # Run in a fresh interpreter to measure peak RSS (own + worker processes). Its
-# own peak is VmHWM: ru_maxrss would carry the benchmark's over the exec.
+# own peak is VmHWM: ru_maxrss would carry the benchmark's over the exec. A
+# worker's RSS also counts the pages of the mapped .rec it touched, which are
+# the page cache's: after framing each shard, the workers note the largest
+# RssAnon (their own memory) and RssFile they had, and send them to the parent.
 _RSS_CHILD = """
-import json, resource, sys
+import json, multiprocessing, resource, sys
+from tfface.data.transcode import shard_writer
 from tfface.data.transcode import transcode
 
 def peak_kb():
   with open("/proc/self/status") as f:
     return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
 
+def rss_kb():
+  with open("/proc/self/status") as f:
+    fields = dict(line.split(":", 1) for line in f)
+  return [int(fields[k].split()[0]) for k in ("RssAnon", "RssFile")]
+
+seen = multiprocessing.get_context("fork").Array("q", 2)  # inherited by the workers
+real_frame = shard_writer._frame
+
+def frame(*args):
+  framed = real_frame(*args)
+  with seen.get_lock():
+    seen[:] = [max(a, b) for a, b in zip(seen[:], rss_kb())]
+  return framed
+
+shard_writer._frame = frame
 before = peak_kb()
 result = transcode.transcode(sys.argv[1], sys.argv[2], resume=False)
 print(json.dumps({"after_import_kb": before, "parent_kb": peak_kb(),
                   "workers_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                  "worker_anon_kb": seen[0], "worker_file_kb": seen[1],
                   "images": result.manifest.num_images}))
 """
 
@@ -177,11 +199,11 @@ def _library_frame(chosen, images, labels, keys, slow, scratch):
   """`shard_writer._frame` through the libraries: one tf.train.Example per record."""
   import tensorflow as tf
   del scratch  # unused
-  staging = memoryview(images.staging)
+  source = memoryview(images.data)
   records = []
   for i, label, key in zip(chosen.tolist(), labels[chosen].tolist(), keys[chosen].tolist()):
     image = slow[i] if i in slow else bytes(
-        staging[images.at[i]:images.at[i] + images.length[i]])
+        source[images.at[i]:images.at[i] + images.length[i]])
     records.append(tf.train.Example(features=tf.train.Features(feature={
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
         "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
@@ -224,14 +246,61 @@ def _threaded_write(path, data, algorithm):
   return hasher.hexdigest()
 
 
-def _all_suspect(path, offsets, ends, scratch=None):
-  """`rec_batch.read_images` vouching for no record: all go through RecordIOReader."""
+def _late_writeback(path, data, algorithm):
+  """`shard_writer.write_verified` as it was: digest, write, sync, read back."""
+  from tfface.data.tfrecord import digest
+  from tfface.data.transcode import shard_writer
+  view = memoryview(data).cast("B")
+  hasher = digest.new(algorithm)
+  hasher.update(view)
+  with open(path, "wb") as f:
+    f.write(view)
+    f.flush()
+    os.fsync(f.fileno())
+  shard_writer._check_read_back(path, view)  # pylint: disable=protected-access
+  return hasher.hexdigest()
+
+
+def _all_suspect(data, offsets, ends):
+  """`rec_batch.map_images` vouching for no record: all go through RecordIOReader."""
   from tfface.data.transcode import rec_batch
-  images = _real_read_images(path, offsets[:0], ends[:0], scratch)
+  del ends  # unused
   n = len(offsets)
   return rec_batch.Images(np.zeros(n, bool), np.zeros(n, np.float32),
-                          np.zeros((n, 8), np.uint8), images.staging, np.zeros(n, np.int64),
+                          np.zeros((n, 8), np.uint8), data, np.zeros(n, np.int64),
                           np.zeros(n, np.int64))
+
+
+_staging = np.zeros(0, np.uint8)  # the preadv contender's buffer, reused like the old one
+_real_map_images = None  # rec_batch.map_images, kept while a contender patches it
+
+
+def _preadv_images(path, offsets, ends):
+  """`rec_batch.map_images` as it was before the `.rec` was mapped: the records
+  read into one reused buffer by `preadv`, one call per run of adjacent records
+  (at most 8 MiB), then located there."""
+  global _staging
+  sizes = np.asarray(ends, np.int64) - offsets
+  starts = np.cumsum(sizes) - sizes  # where each record goes in the buffer
+  total = int(sizes.sum())
+  if len(_staging) < total:
+    _staging = np.empty(total, np.uint8)
+  new_run = np.r_[True, offsets[1:] != ends[:-1]]
+  run_start = offsets[new_run][np.cumsum(new_run) - 1]
+  block = (offsets - run_start) // (8 << 20)
+  lo = np.flatnonzero(new_run | np.r_[True, block[1:] != block[:-1]])
+  hi = np.r_[lo[1:], len(offsets)].astype(np.int64)
+  view = memoryview(_staging)
+  with open(path, "rb", buffering=0) as f:
+    for first, last, at in zip(starts[lo].tolist(), (starts[hi - 1] + sizes[hi - 1]).tolist(),
+                               offsets[lo].tolist()):
+      if os.preadv(f.fileno(), [view[first:last]], at) != last - first:
+        raise ValueError(f"{path}: short read")  # the benchmark's files are whole
+  del view
+  # The buffer holds the records back to back: locate them as if it were the file.
+  images = _real_map_images(_staging[:total], starts, starts + sizes)
+  images.at = np.where(images.ok, images.at, 0)
+  return images
 
 
 def _patched(fn, patches):
@@ -254,8 +323,8 @@ def _contenders():
   from tfface.data.transcode import rec_batch
   from tfface.data.transcode import shard_writer
   from tfface.data.transcode import transcode
-  global _real_read_images
-  _real_read_images = rec_batch.read_images
+  global _real_map_images
+  _real_map_images = rec_batch.map_images
 
   def shipped(rec, out, algorithm=digest.DEFAULT):
     return transcode.transcode(rec, out, resume=False, digest_algorithm=algorithm)
@@ -264,10 +333,14 @@ def _contenders():
       "rec2tfrecord": shipped,
       "library": _patched(shipped, [(shard_writer, "_frame", _library_frame),
                                     (shard_writer, "write_verified", _library_write)]),
-      "per_record": _patched(shipped, [(rec_batch, "read_images", _all_suspect)]),
+      "per_record": _patched(shipped, [(rec_batch, "map_images", _all_suspect)]),
+      "preadv": _patched(shipped, [(rec_batch, "map_file", lambda path: path),
+                                   (rec_batch, "map_images", _preadv_images)]),
       "blake2b": lambda rec, out: shipped(rec, out, digest.BLAKE2B_256),
       "sha256": lambda rec, out: shipped(rec, out, digest.SHA256),
       "threaded_digest": _patched(shipped, [(shard_writer, "write_verified", _threaded_write)]),
+      "late_writeback": _patched(shipped, [(shard_writer, "write_verified", _late_writeback)]),
+      "small_groups": _patched(shipped, [(transcode, "GROUP_BYTES", 256 << 20)]),
   }
   unknown = set(_CONTENDERS.value) - set(everything)
   if unknown:
@@ -321,12 +394,13 @@ def _profile_worker(rec_dir, work):
   out = os.path.join(work, "out_profile")
   shutil.rmtree(out, ignore_errors=True)
   captured = []
-  real = shard_writer.write_shards
-  shard_writer.write_shards = lambda tasks, report=None: captured.append(tasks) or []
+  real_run = transcode._run_tasks  # pylint: disable=protected-access
+  transcode._run_tasks = lambda groups, *args: captured.extend(groups) or []
   try:  # plan the shards as a run does, without writing them
     transcode.transcode(rec_dir, out, num_workers=1, resume=False)
   finally:
-    shard_writer.write_shards = real
+    transcode._run_tasks = real_run
+  real = shard_writer.write_shards
   group = captured[0]
   real(group)  # a worker's first group allocates its buffers; the others reuse them
   for task in group:  # a run writes new files: replacing old ones costs more
@@ -401,13 +475,15 @@ def main(argv):
     for n, r in rss.items():
       print(f"peak RSS, {n} images: parent {r['parent_kb'] / 1024:.0f} MiB (of which "
             f"{r['after_import_kb'] / 1024:.0f} MiB after imports), largest worker "
-            f"{r['workers_kb'] / 1024:.0f} MiB")
+            f"{r['workers_kb'] / 1024:.0f} MiB, of which at most "
+            f"{r['worker_anon_kb'] / 1024:.0f} MiB its own (RssAnon) and "
+            f"{r['worker_file_kb'] / 1024:.0f} MiB mapped files (the .rec's page cache)")
       shutil.rmtree(os.path.join(work, f"rss_{n}"), ignore_errors=True)
-    growth = (rss[large]["workers_kb"] - rss[small]["workers_kb"]) / max(
-        rss[small]["workers_kb"], 1)
-    print(f"worker memory growth from {small} to {large} images: {100 * growth:+.1f}% "
-          f"(a worker holds one group of shards: at most {transcode.GROUP_BYTES >> 20} MiB "
-          "of records, then flat)")
+    growth = (rss[large]["worker_anon_kb"] - rss[small]["worker_anon_kb"]) / max(
+        rss[small]["worker_anon_kb"], 1)
+    print(f"worker memory (RssAnon) growth from {small} to {large} images: "
+          f"{100 * growth:+.1f}% (a worker holds one shard's buffer and the per-record "
+          f"arrays of a group of at most {transcode.GROUP_BYTES >> 20} MiB of records)")
   if _PROFILE.value:
     _profile_worker(largest, work)
   transcode.transcode(largest, os.path.join(work, "tfrecords"), resume=False)

@@ -2,5 +2,5 @@
 
 `transcode.transcode(...)` plans, runs the workers and writes the manifest;
 `shard_writer` is one worker's job (read a group of shards' records, frame,
-write, verify); `rec_batch` reads a group's `.rec` records in bulk.
+write, verify); `rec_batch` locates a group's records in the mapped `.rec` in bulk.
 """

@@ -1,11 +1,13 @@
 """One transcode worker's job: turn `.rec` records into a group of TFRecord shards.
 
 Runs in worker processes (see `transcode`), so it only needs the `.rec` path
-and the records' keys and byte offsets; it never imports TensorFlow. A
-group's records are read together, in file order (`rec_batch`), checked
-with numpy, and each shard is then framed in one buffer (`example_batch`),
-written under a temporary name, digested, read back and renamed.
+and the records' keys and byte offsets; it never imports TensorFlow. The
+`.rec` is mapped into memory; a group's records are located and checked
+together, in file order, with numpy (`rec_batch`), and each shard is then
+framed in one buffer (`example_batch`: the images are copied from the
+mapping), written under a temporary name, digested, read back and renamed.
 """
+import ctypes
 import dataclasses
 import os
 
@@ -25,7 +27,8 @@ STATE_DIR = ".rec2tfrecord"  # per-shard sidecars and the plan of a transcode
 
 _counter = None  # shared progress counter of a worker process
 # Buffers kept between the groups that one process writes, by name: fresh
-# memory costs a page fault per 4 KiB page. `release_buffers` frees them.
+# memory costs a page fault per 4 KiB page (and more in a VM whose host
+# reclaims the guest's free pages). Freed when the worker process ends.
 _reused: dict[str, np.ndarray] = {}
 
 
@@ -44,11 +47,6 @@ def _buffer(name: str, size: int) -> np.ndarray:
   if len(_reused.get(name, b"")) < size:
     _reused[name] = np.empty(size, np.uint8)
   return _reused[name]
-
-
-def release_buffers():
-  """Frees the buffers kept for the next group (call when a process is done)."""
-  _reused.clear()
 
 
 def _report_shared(n: int):
@@ -145,8 +143,7 @@ def _read_group(tasks: list[ShardTask]):
   order = np.argsort(offsets, kind="stable")
   offsets, keys = offsets[order], keys[order]
   ends = _record_ends(tasks, order, offsets)
-  images = rec_batch.read_images(task.rec_path, offsets, ends,
-                                 _buffer("staging", int(np.sum(ends - offsets))))
+  images = rec_batch.map_images(rec_batch.map_file(task.rec_path), offsets, ends)
   # float -> int64 truncates toward zero like int(); huge or non-finite labels
   # stay on the exact path (int() raises there, as it always did).
   finite = np.abs(images.label) < 2.0**62
@@ -178,10 +175,10 @@ def _frame(chosen: np.ndarray, images: rec_batch.Images, labels: np.ndarray,
   for j, image in slow_rows:
     lengths[j] = len(image)
   framed = example_batch.layout(lengths, labels[chosen], keys[chosen], scratch)
-  out, staging = memoryview(framed.buffer), memoryview(images.staging)
+  out, source = memoryview(framed.buffer), memoryview(images.data)
   for dst, src, n in zip(framed.image_at.tolist(), images.at[chosen].tolist(),
                          staged.tolist()):
-    out[dst:dst + n] = staging[src:src + n]
+    out[dst:dst + n] = source[src:src + n]
   for j, image in slow_rows:
     out[framed.image_at[j]:framed.image_at[j] + len(image)] = image
   example_batch.seal(framed)
@@ -196,7 +193,7 @@ def write_shards(tasks: list[ShardTask], report=None) -> list[dict]:
   stay complete.
 
   Args:
-    tasks: `ShardTask`s of the same `.rec` (a group sized to fit in memory).
+    tasks: `ShardTask`s of the same `.rec` (a group, `transcode.GROUP_BYTES`).
     report: callable `(num_records)` called after each shard with its count
       of source records (progress); defaults to the counter shared with the
       parent process.
@@ -231,25 +228,47 @@ def write_shard(task: ShardTask, report=None) -> dict:
   return write_shards([task], report)[0]
 
 
+def _writeback_starter():
+  """`start(fd)`: starts writing a file's dirty pages to disk without waiting.
+
+  Linux's `sync_file_range(SYNC_FILE_RANGE_WRITE)` (not in `os`); a no-op
+  where the C library lacks it. The `fsync` that follows still waits for
+  every byte: this only lets the disk start while the CPU digests and reads
+  back the shard.
+  """
+  try:
+    call = ctypes.CDLL(None, use_errno=True).sync_file_range
+  except (AttributeError, OSError):
+    return lambda fd: None
+  call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+  return lambda fd: call(fd, 0, 0, 2)  # 2: SYNC_FILE_RANGE_WRITE, the whole file
+
+
+_start_writeback = _writeback_starter()
+
+
 def write_verified(path: str, data, algorithm: str) -> str:
   """Writes `data` to `path`, syncs it and reads it back; returns its hex digest.
 
-  The digest is computed here, before the write: computing it in a second
-  thread beside the write, sync and read-back measured no faster on 2 cores,
-  where every core already runs a worker (benchmarks/transcode.py, contender
-  threaded_digest).
+  The disk starts writing before the digest and the read-back check are
+  computed (`_start_writeback`), so that the sync waits less (docs/data.md,
+  "Speed", has the figures; benchmarks/transcode.py's `late_writeback`
+  contender is the old order). Computing the digest in a second thread, or
+  writing and syncing in one while the next shard is framed, measured no
+  faster on 2 cores, where every core already runs a worker.
 
   Raises:
     OSError: the bytes read back differ from `data` (names the byte offset).
   """
   view = memoryview(data).cast("B")
   hasher = digest.new(algorithm)
-  hasher.update(view)
   with open(path, "wb") as f:
     f.write(view)
     f.flush()
+    _start_writeback(f.fileno())
+    hasher.update(view)
+    _check_read_back(path, view)
     os.fsync(f.fileno())
-  _check_read_back(path, view)
   return hasher.hexdigest()
 
 

@@ -37,10 +37,13 @@ transcode_log = logging.getLogger(__name__)
 
 STATE_DIR = shard_writer.STATE_DIR
 TARGET_SHARD_BYTES = 128 << 20
-# Source bytes a worker reads at once for a group of shards (its memory is
-# about this plus one shard): large groups turn scattered reads into a
-# sequential pass, and bound memory however large the dataset.
-GROUP_BYTES = 256 << 20
+# Source bytes a worker handles at once for a group of shards: a group's
+# records are located in file order (one sequential pass over a cold `.rec`),
+# and its per-record arrays (about 100 bytes a record) stay small however
+# large the dataset. Large groups are dense in the file: one page fault of
+# the mapped `.rec` then serves more records. A worker's own memory is about
+# one shard; the `.rec` pages it maps are the page cache's.
+GROUP_BYTES = 1 << 30
 MIN_SHARDS = 16
 # Shard files and their temporaries: train-00003-of-00016.tfrecord[.tmp-PID]
 _SHARD_FILE = re.compile(r"^[a-z]+-\d{5}-of-\d{5}\.tfrecord(\.tmp-\d+)?$")
@@ -162,16 +165,14 @@ def _groups(tasks: list, num_workers: int) -> list[list]:
   return [tasks[i::count] for i in range(count) if tasks[i::count]]
 
 
-def _run_tasks(tasks, num_workers, bar) -> list[dict]:
-  """Writes shard groups in worker processes (or inline for one worker); returns results."""
+def _run_tasks(tasks, num_workers, bar, rec_path: str, rec_size: int) -> list[dict]:
+  """Writes shard groups in worker processes; returns their results.
+
+  Even one worker is a child process: the workers map the `.rec`, and a
+  file that shrinks under a mapping kills its reader with SIGBUS, which
+  here becomes an error naming the file rather than the end of the caller.
+  """
   results = []
-  if num_workers <= 1 or len(tasks) <= 1:
-    try:
-      for group in tasks:
-        results += shard_writer.write_shards(group, bar.update)
-    finally:
-      shard_writer.release_buffers()  # this process goes on: give the memory back
-    return results
   ctx = _context()
   counter = ctx.Value("q", 0)
   with concurrent.futures.ProcessPoolExecutor(
@@ -185,6 +186,14 @@ def _run_tasks(tasks, num_workers, bar) -> list[dict]:
         for future in finished:
           results += future.result()  # re-raises a worker's error
         bar.update(counter.value - bar.n)
+    except concurrent.futures.process.BrokenProcessPool as e:
+      size = os.path.getsize(rec_path) if os.path.exists(rec_path) else None
+      if size != rec_size:
+        raise ValueError(f"{rec_path}: changed during the transcode ({rec_size} bytes at the "
+                         f"start, {'gone' if size is None else f'{size} bytes'} now), which "
+                         "killed a worker reading it; rerun once the file is complete") from e
+      raise RuntimeError("a transcode worker process died abruptly (killed by a signal, "
+                         "e.g. the out-of-memory killer); rerun to resume") from e
     except BaseException:
       for future in pending:
         future.cancel()
@@ -286,7 +295,7 @@ def transcode(rec_dir, output_dir: str, num_shards: int | None = None,
     with progress_lib.progress(total=sum(len(t.keys) for t in tasks), desc="rec2tfrecord",
                                unit="records", disable=not progress) as bar:
       try:
-        results = _run_tasks(_groups(tasks, workers), workers, bar)
+        results = _run_tasks(_groups(tasks, workers), workers, bar, rec.rec_path, rec_bytes)
       except ValueError as e:
         raise _blame_idx(rec, e) from e
     manifest = None
