@@ -55,18 +55,16 @@ _CONTENDERS = flags.DEFINE_list(
     "comparisons): rec2tfrecord (as shipped), library (tf.train.Example + "
     "tf.io.TFRecordWriter instead of example_batch), per_record (RecordIOReader per "
     "record instead of rec_batch), preadv (the records read into a buffer instead of "
-    "the .rec mapped), late_writeback (the disk starts writing a shard at its "
-    "fsync, after its digest, as before), small_groups (groups of 256 MiB of records, "
-    "as before), sha256 and blake2b (SHA-256 or BLAKE2b-256 digests "
-    "instead of BLAKE3), threaded_digest (the digest computed in a thread beside the "
-    "write, sync and read-back).")
+    "the .rec mapped), whole_shard (each step over a whole shard instead of a "
+    "chunk at a time), small_groups (groups of 256 MiB of records, as before), "
+    "sha256 and blake2b (SHA-256 or BLAKE2b-256 digests instead of BLAKE3).")
 
 _IMAGES_PER_IDENTITY = 40
 
 # Run in a fresh interpreter to measure peak RSS (own + worker processes). Its
 # own peak is VmHWM: ru_maxrss would carry the benchmark's over the exec. A
 # worker's RSS also counts the pages of the mapped .rec it touched, which are
-# the page cache's: after framing each shard, the workers note the largest
+# the page cache's: after writing each shard, the workers note the largest
 # RssAnon (their own memory) and RssFile they had, and send them to the parent.
 _RSS_CHILD = """
 import json, multiprocessing, resource, sys
@@ -83,15 +81,15 @@ def rss_kb():
   return [int(fields[k].split()[0]) for k in ("RssAnon", "RssFile")]
 
 seen = multiprocessing.get_context("fork").Array("q", 2)  # inherited by the workers
-real_frame = shard_writer._frame
+real_write = shard_writer.write_shard_file
 
-def frame(*args):
-  framed = real_frame(*args)
+def write(*args):
+  written = real_write(*args)
   with seen.get_lock():
     seen[:] = [max(a, b) for a, b in zip(seen[:], rss_kb())]
-  return framed
+  return written
 
-shard_writer._frame = frame
+shard_writer.write_shard_file = write
 before = peak_kb()
 result = transcode.transcode(sys.argv[1], sys.argv[2], resume=False)
 print(json.dumps({"after_import_kb": before, "parent_kb": peak_kb(),
@@ -179,86 +177,65 @@ def _peak_rss(rec_dir, out_dir):
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-class _LibraryShard:
-  """A shard as serialized `tf.train.Example`s (the library path's `_frame`)."""
-
-  def __init__(self, records):
-    self.records = records
-
-  def __len__(self):  # bytes once framed
-    return sum(map(len, self.records)) + 16 * len(self.records)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    pass
-
-
-def _library_frame(chosen, images, labels, keys, slow, scratch):
-  """`shard_writer._frame` through the libraries: one tf.train.Example per record."""
-  import tensorflow as tf
-  del scratch  # unused
-  source = memoryview(images.data)
-  records = []
-  for i, label, key in zip(chosen.tolist(), labels[chosen].tolist(), keys[chosen].tolist()):
-    image = slow[i] if i in slow else bytes(
-        source[images.at[i]:images.at[i] + images.length[i]])
-    records.append(tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
-        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "image/source_key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
-    })).SerializeToString(deterministic=True))
-  return _LibraryShard(records)
-
-
-def _library_write(path, shard, algorithm):
-  """`shard_writer.write_verified` through tf.io.TFRecordWriter: write, sync, digest."""
+def _library_write_shard_file(path, chosen, images, labels, keys, slow, algorithm):
+  """`shard_writer.write_shard_file` through the libraries: one `tf.train.Example`
+  per record, written by `tf.io.TFRecordWriter`, synced, then read for its digest."""
   import tensorflow as tf
   from tfface.data.tfrecord import framing
+  source = memoryview(images.data)
   with tf.io.TFRecordWriter(path) as writer:
-    for record in shard.records:
-      writer.write(record)
+    for i, label, key in zip(chosen.tolist(), labels[chosen].tolist(), keys[chosen].tolist()):
+      image = slow[i] if i in slow else bytes(
+          source[images.at[i]:images.at[i] + images.length[i]])
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+          "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+          "image/source_key": tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
+      })).SerializeToString(deterministic=True))
   with open(path, "rb") as f:
     os.fsync(f.fileno())
   # The file is read back once, for its digest (no buffer to compare with).
-  return framing.scan(path, algorithm).digest
+  found = framing.scan(path, algorithm)
+  return found.num_bytes, found.digest
 
 
-def _threaded_write(path, data, algorithm):
-  """`shard_writer.write_verified` with the digest computed in a second thread
-  while this one writes, syncs and reads back (hashlib releases the GIL)."""
-  import threading
+def _whole_shard_write_shard_file(path, chosen, images, labels, keys, slow, algorithm):
+  """`shard_writer.write_shard_file` as it was in 0.3.0: each step over the whole
+  shard (frame it, write it, start the disk, digest it, read it back in 1 MiB
+  blocks, sync)."""
   from tfface.data.tfrecord import digest
+  from tfface.data.tfrecord import example_batch
   from tfface.data.transcode import shard_writer
-  view = memoryview(data).cast("B")
+  staged = images.length[chosen]
+  lengths = staged.copy()
+  slow_rows = [(j, slow[i]) for j, i in enumerate(chosen.tolist()) if i in slow]
+  for j, image in slow_rows:
+    lengths[j] = len(image)
+  framed = example_batch.layout(lengths, labels[chosen], keys[chosen], shard_writer._buffer(
+      "framing", example_batch.size_bound(lengths)))  # pylint: disable=protected-access
+  out, source = memoryview(framed.buffer), memoryview(images.data)
+  for dst, src, n in zip(framed.image_at.tolist(), images.at[chosen].tolist(),
+                         staged.tolist()):
+    out[dst:dst + n] = source[src:src + n]
+  for j, image in slow_rows:
+    out[framed.image_at[j]:framed.image_at[j] + len(image)] = image
+  example_batch.seal(framed)
   hasher = digest.new(algorithm)
-  hashing = threading.Thread(target=hasher.update, args=(view,))
-  hashing.start()
-  try:
-    with open(path, "wb") as f:
-      f.write(view)
-      f.flush()
-      os.fsync(f.fileno())
-    shard_writer._check_read_back(path, view)  # pylint: disable=protected-access
-  finally:
-    hashing.join()
-  return hasher.hexdigest()
-
-
-def _late_writeback(path, data, algorithm):
-  """`shard_writer.write_verified` as it was: digest, write, sync, read back."""
-  from tfface.data.tfrecord import digest
-  from tfface.data.transcode import shard_writer
-  view = memoryview(data).cast("B")
-  hasher = digest.new(algorithm)
-  hasher.update(view)
   with open(path, "wb") as f:
-    f.write(view)
+    f.write(out)
     f.flush()
+    shard_writer._start_writeback(f.fileno(), 0, 0)  # pylint: disable=protected-access
+    hasher.update(out)
+    block = bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as back:
+      for start in range(0, len(out), len(block)):
+        want = out[start:start + len(block)]
+        if len(block) != len(want):
+          block = bytearray(len(want))
+        if back.readinto(block) != len(block) or block != want:
+          raise OSError(f"{path}: read back differs at byte offset {start}")
     os.fsync(f.fileno())
-  shard_writer._check_read_back(path, view)  # pylint: disable=protected-access
-  return hasher.hexdigest()
+  return len(out), hasher.hexdigest()
 
 
 def _all_suspect(data, offsets, ends):
@@ -331,15 +308,15 @@ def _contenders():
 
   everything = {
       "rec2tfrecord": shipped,
-      "library": _patched(shipped, [(shard_writer, "_frame", _library_frame),
-                                    (shard_writer, "write_verified", _library_write)]),
+      "library": _patched(shipped, [(shard_writer, "write_shard_file",
+                                     _library_write_shard_file)]),
       "per_record": _patched(shipped, [(rec_batch, "map_images", _all_suspect)]),
       "preadv": _patched(shipped, [(rec_batch, "map_file", lambda path: path),
                                    (rec_batch, "map_images", _preadv_images)]),
       "blake2b": lambda rec, out: shipped(rec, out, digest.BLAKE2B_256),
       "sha256": lambda rec, out: shipped(rec, out, digest.SHA256),
-      "threaded_digest": _patched(shipped, [(shard_writer, "write_verified", _threaded_write)]),
-      "late_writeback": _patched(shipped, [(shard_writer, "write_verified", _late_writeback)]),
+      "whole_shard": _patched(shipped, [(shard_writer, "write_shard_file",
+                                         _whole_shard_write_shard_file)]),
       "small_groups": _patched(shipped, [(transcode, "GROUP_BYTES", 256 << 20)]),
   }
   unknown = set(_CONTENDERS.value) - set(everything)

@@ -130,17 +130,17 @@ def test_same_output_for_any_worker_count_and_machine_split(rec_dir, tmp_path):
 def test_resume_after_a_crash_matches_an_uninterrupted_run(rec_dir, tmp_path, monkeypatch):
   full = transcode.transcode(str(rec_dir), str(tmp_path / "full"), num_shards=4, num_workers=1)
   out = tmp_path / "crash"
-  real_write = shard_writer.write_verified
+  real_write = shard_writer.write_shard_file
   written = []
 
-  def failing_write(path, data, algorithm):
+  def failing_write(path, chosen, *args):
     written.append(1)
     if len(written) == 3:  # killed halfway through writing the third shard
-      real_write(path, data[:len(data) // 2], algorithm)
+      real_write(path, chosen[:len(chosen) // 2], *args)
       raise KeyboardInterrupt("killed")
-    return real_write(path, data, algorithm)
+    return real_write(path, chosen, *args)
 
-  monkeypatch.setattr(shard_writer, "write_verified", failing_write)
+  monkeypatch.setattr(shard_writer, "write_shard_file", failing_write)
   with pytest.raises(KeyboardInterrupt):
     transcode.transcode(str(rec_dir), str(out), num_shards=4, num_workers=1)
   monkeypatch.undo()
@@ -311,7 +311,7 @@ def test_tfrecord_scan_counts_records_and_detects_truncation(tmp_path):
   assert struct.unpack("<Q", path.read_bytes()[:8]) == (3,)
 
 
-def test_split_records_are_rejoined(tmp_path):
+def test_split_records_are_rejoined(tmp_path, monkeypatch):
   rec = tmp_path / "rec"
   rec.mkdir()
   magic = struct.pack("<I", recordio.MAGIC)
@@ -323,9 +323,48 @@ def test_split_records_are_rejoined(tmp_path):
       writer.write(recordio.pack_header(recordio.IRHeader(0, key % 4, key, 0), image), key)
   with insightface_rec.InsightFaceRec(str(rec)) as view:
     expected = {key: (label, image) for key, label, image in view}
-  transcode.transcode(str(rec), str(tmp_path / "a"), num_shards=3, num_workers=1)
+  whole = transcode.transcode(str(rec), str(tmp_path / "a"), num_shards=3, num_workers=1)
   _, records = _read_with_tf(tmp_path / "a")
   assert {k: (l, i) for k, l, i in records} == expected
+  monkeypatch.setattr(shard_writer, "CHUNK_BYTES", 300)  # a chunk of one record or two
+  chunked = transcode.transcode(str(rec), str(tmp_path / "b"), num_shards=3, num_workers=1)
+  assert chunked.manifest.shards == whole.manifest.shards
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 5000])
+def test_shards_written_a_chunk_at_a_time_are_the_same(rec_dir, tmp_path, monkeypatch,
+                                                       chunk_bytes):
+  whole = transcode.transcode(str(rec_dir), str(tmp_path / "whole"), num_shards=2,
+                              num_workers=1)
+  assert all(s.num_bytes < shard_writer.CHUNK_BYTES for s in whole.manifest.shards)
+  monkeypatch.setattr(shard_writer, "CHUNK_BYTES", chunk_bytes)  # 1: a record per chunk
+  chunked = transcode.transcode(str(rec_dir), str(tmp_path / "chunked"), num_shards=2,
+                                num_workers=1)
+  assert chunked.manifest.shards == whole.manifest.shards
+  for shard in whole.manifest.shards:
+    assert ((tmp_path / "chunked" / shard.file).read_bytes()
+            == (tmp_path / "whole" / shard.file).read_bytes())
+
+
+def test_bytes_that_do_not_read_back_as_written_fail_the_shard(rec_dir, tmp_path,
+                                                                 monkeypatch):
+  real_write_all = shard_writer._write_all  # pylint: disable=protected-access
+  calls = []
+
+  def corrupting(f, data):  # the second chunk reaches the disk with one byte flipped
+    calls.append(f.tell())
+    if len(calls) == 2:
+      data = bytearray(data)
+      data[len(data) // 2] ^= 1
+    real_write_all(f, memoryview(data))
+
+  monkeypatch.setattr(shard_writer, "CHUNK_BYTES", 5000)
+  monkeypatch.setattr(shard_writer, "_write_all", corrupting)
+  with pytest.raises(OSError, match=r"train-00000-of-00001.tfrecord.tmp-\d+: the bytes read "
+                     r"back at byte offset \d+ \(a chunk of \d+\) differ from the bytes "
+                     "written"):
+    transcode.transcode(str(rec_dir), str(tmp_path / "out"), num_shards=1, num_workers=1)
+  assert [n for n in os.listdir(tmp_path / "out")] == [".rec2tfrecord"]
 
 
 def test_batch_framing_size_bound_holds_for_the_widest_fields():

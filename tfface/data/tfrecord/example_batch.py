@@ -165,11 +165,20 @@ def _crc32c_each(messages) -> np.ndarray:
   return np.fromiter(map(google_crc32c.value, messages), dtype=np.uint32)
 
 
-def seal(framed: Layout):
-  """Writes the masked CRC-32C of every Example (call once the images are in)."""
+def seal(framed: Layout, first: int = 0, stop: int | None = None):
+  """Writes the masked CRC-32C of the Examples `first` to `stop` (default all).
+
+  Call once their images are in.
+  """
   data = np.frombuffer(framed.buffer, dtype=np.uint8)
+  starts = framed.example_start[first:stop]
+  ends = framed.example_end[first:stop]
   # map() rather than a generator expression: 0.1-0.3 us less per record.
   crcs = framing.mask(_crc32c_each(map(data.__getitem__, map(
-      slice, framed.example_start.tolist(), framed.example_end.tolist()))))
-  _scatter(framed.buffer, framed.example_end, crcs.astype("<u4").view(np.uint8),
-           np.full(len(crcs), 4))
+      slice, starts.tolist(), ends.tolist()))))
+  _scatter(framed.buffer, ends, crcs.astype("<u4").view(np.uint8), np.full(len(crcs), 4))
+
+
+def record_ends(framed: Layout) -> np.ndarray:
+  """Where each framed record ends in the buffer (the next one starts there)."""
+  return framed.example_end + 4

@@ -3,9 +3,11 @@
 Runs in worker processes (see `transcode`), so it only needs the `.rec` path
 and the records' keys and byte offsets; it never imports TensorFlow. The
 `.rec` is mapped into memory; a group's records are located and checked
-together, in file order, with numpy (`rec_batch`), and each shard is then
-framed in one buffer (`example_batch`: the images are copied from the
-mapping), written under a temporary name, digested, read back and renamed.
+together, in file order, with numpy (`rec_batch`). Each shard is then laid
+out in one buffer (`example_batch`) and, a chunk of about a megabyte at a
+time, filled with its images from the mapping, sealed with its CRCs,
+digested, written under a temporary name and read back; it is synced, given
+a sidecar and renamed.
 """
 import ctypes
 import dataclasses
@@ -30,6 +32,11 @@ _counter = None  # shared progress counter of a worker process
 # memory costs a page fault per 4 KiB page (and more in a VM whose host
 # reclaims the guest's free pages). Freed when the worker process ends.
 _reused: dict[str, np.ndarray] = {}
+_read_back = bytearray()  # a chunk as read back from the file, for the check
+# Bytes of a shard framed, digested, written and read back at a time: they
+# stay in the CPU's cache from one step to the next. 64 KiB, 256 KiB and
+# 4 MiB measured 0.54-0.58x, 0.84-0.89x and 0.67-0.71x the marginal rate.
+CHUNK_BYTES = 1 << 20
 
 
 def init_worker(counter):
@@ -166,23 +173,70 @@ def _read_group(tasks: list[ShardTask]):
   return order, images, labels, is_image, slow, keys
 
 
-def _frame(chosen: np.ndarray, images: rec_batch.Images, labels: np.ndarray,
-           keys: np.ndarray, slow: dict, scratch: np.ndarray) -> memoryview:
-  """The TFRecord bytes of the file-ordered records `chosen`, in that order."""
+def _chunks(ends: np.ndarray, size: int) -> list[tuple[int, int]]:
+  """`[first, stop)` record ranges of about `size` bytes, for records ending at `ends`."""
+  cuts = np.unique(np.searchsorted(ends, np.arange(size, int(ends[-1]), size), side="right"))
+  bounds = [0] + [int(c) for c in cuts if 0 < c < len(ends)] + [len(ends)]
+  return list(zip(bounds[:-1], bounds[1:]))
+
+
+def write_shard_file(path: str, chosen: np.ndarray, images: rec_batch.Images,
+                     labels: np.ndarray, keys: np.ndarray, slow: dict,
+                     algorithm: str) -> tuple[int, str]:
+  """Writes the file-ordered records `chosen`, in that order, as TFRecords at `path`.
+
+  The bytes around every image are laid out at once (`example_batch`); the
+  rest goes a chunk of about `CHUNK_BYTES` at a time, while the chunk is in
+  the CPU's cache: the images copied in from the mapped `.rec`, the CRCs,
+  the digest, the write, and the check that the file reads back the same.
+  The disk starts on each chunk at once (`_start_writeback`); the file is
+  synced at the end. Doing each step over the whole shard, as 0.3.0 did,
+  read a 34 MB buffer back from memory four times: the marginal rate was
+  1.39-1.60x lower (docs/data.md, "Speed"; the benchmark's `whole_shard`).
+
+  Returns:
+    The file's size and hex digest.
+
+  Raises:
+    OSError: the bytes read back differ from those written (names the byte
+      offset).
+  """
   staged = images.length[chosen]  # 0 for the images read the exact way
   lengths = staged.copy()
-  slow_rows = [(j, slow[i]) for j, i in enumerate(chosen.tolist()) if i in slow]
-  for j, image in slow_rows:
+  slow_rows = {j: slow[i] for j, i in enumerate(chosen.tolist()) if i in slow}
+  for j, image in slow_rows.items():
     lengths[j] = len(image)
-  framed = example_batch.layout(lengths, labels[chosen], keys[chosen], scratch)
+  bound = example_batch.size_bound(lengths)
+  framed = example_batch.layout(lengths, labels[chosen], keys[chosen],
+                                _buffer("framing", bound))
   out, source = memoryview(framed.buffer), memoryview(images.data)
-  for dst, src, n in zip(framed.image_at.tolist(), images.at[chosen].tolist(),
-                         staged.tolist()):
-    out[dst:dst + n] = source[src:src + n]
-  for j, image in slow_rows:
-    out[framed.image_at[j]:framed.image_at[j] + len(image)] = image
-  example_batch.seal(framed)
-  return memoryview(framed.buffer)
+  image_at, src_at = framed.image_at, images.at[chosen]
+  for j, image in slow_rows.items():  # few: put in place first
+    out[image_at[j]:image_at[j] + len(image)] = image
+  ends = example_batch.record_ends(framed)
+  hasher = digest.new(algorithm)
+  with open(path, "w+b", buffering=0) as f:
+    start = 0
+    for first, stop in (_chunks(ends, CHUNK_BYTES) if len(chosen) else []):
+      for dst, src, n in zip(image_at[first:stop].tolist(), src_at[first:stop].tolist(),
+                             staged[first:stop].tolist()):
+        out[dst:dst + n] = source[src:src + n]
+      example_batch.seal(framed, first, stop)
+      end = int(ends[stop - 1])
+      piece = out[start:end]
+      hasher.update(piece)
+      _write_all(f, piece)
+      _start_writeback(f.fileno(), start, end - start)
+      _check_read_back(path, f.fileno(), piece, start)
+      start = end
+    os.fsync(f.fileno())
+  return len(out), hasher.hexdigest()
+
+
+def _write_all(f, data: memoryview):
+  """`f.write` until every byte is written (an unbuffered write may write fewer)."""
+  while data:
+    data = data[f.write(data):]
 
 
 def write_shards(tasks: list[ShardTask], report=None) -> list[dict]:
@@ -215,9 +269,7 @@ def write_shards(tasks: list[ShardTask], report=None) -> list[dict]:
     chosen = where[first:first + len(task.keys)]  # write order
     first += len(task.keys)
     chosen = chosen[is_image[chosen]]
-    bound = example_batch.size_bound(images.length[chosen]) + sum(map(len, slow.values()))
-    with _frame(chosen, images, labels, keys, slow, _buffer("framing", bound)) as data:
-      results.append(_commit(task, data, len(chosen), labels[chosen]))
+    results.append(_commit(task, chosen, images, labels, keys, slow))
     if report:
       report(len(task.keys))
   return results
@@ -229,73 +281,48 @@ def write_shard(task: ShardTask, report=None) -> dict:
 
 
 def _writeback_starter():
-  """`start(fd)`: starts writing a file's dirty pages to disk without waiting.
+  """`start(fd, offset, length)`: starts writing a file range to disk, without waiting.
 
   Linux's `sync_file_range(SYNC_FILE_RANGE_WRITE)` (not in `os`); a no-op
-  where the C library lacks it. The `fsync` that follows still waits for
-  every byte: this only lets the disk start while the CPU digests and reads
-  back the shard.
+  where the C library lacks it. The `fsync` at the end still waits for every
+  byte: this only lets the disk start while the CPU frames the next chunk.
   """
   try:
     call = ctypes.CDLL(None, use_errno=True).sync_file_range
   except (AttributeError, OSError):
-    return lambda fd: None
+    return lambda fd, offset, length: None
   call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-  return lambda fd: call(fd, 0, 0, 2)  # 2: SYNC_FILE_RANGE_WRITE, the whole file
+  return lambda fd, offset, length: call(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE
 
 
 _start_writeback = _writeback_starter()
 
 
-def write_verified(path: str, data, algorithm: str) -> str:
-  """Writes `data` to `path`, syncs it and reads it back; returns its hex digest.
-
-  The disk starts writing before the digest and the read-back check are
-  computed (`_start_writeback`), so that the sync waits less (docs/data.md,
-  "Speed", has the figures; benchmarks/transcode.py's `late_writeback`
-  contender is the old order). Computing the digest in a second thread, or
-  writing and syncing in one while the next shard is framed, measured no
-  faster on 2 cores, where every core already runs a worker.
-
-  Raises:
-    OSError: the bytes read back differ from `data` (names the byte offset).
-  """
-  view = memoryview(data).cast("B")
-  hasher = digest.new(algorithm)
-  with open(path, "wb") as f:
-    f.write(view)
-    f.flush()
-    _start_writeback(f.fileno())
-    hasher.update(view)
-    _check_read_back(path, view)
-    os.fsync(f.fileno())
-  return hasher.hexdigest()
+def _check_read_back(path: str, fd: int, expected: memoryview, offset: int):
+  """Raises OSError unless the file (`fd`, named `path`) holds `expected` at `offset`."""
+  global _read_back
+  if len(_read_back) < len(expected):
+    _read_back = bytearray(len(expected))
+  with memoryview(_read_back)[:len(expected)] as block:
+    read = os.preadv(fd, [block], offset)
+  # bytearray.startswith is a memcmp (memoryview == memoryview is not).
+  if read != len(expected) or not _read_back.startswith(expected):
+    raise OSError(f"{path}: the bytes read back at byte offset {offset} (a chunk of "
+                  f"{len(expected)}) differ from the bytes written")
 
 
-def _check_read_back(path: str, expected: memoryview, block_size: int = 1 << 20):
-  """Raises OSError unless the file at `path` holds exactly `expected`."""
-  block = bytearray(block_size)
-  with open(path, "rb", buffering=0) as f:
-    for start in range(0, len(expected), block_size):
-      want = expected[start:start + block_size]
-      if len(block) != len(want):
-        block = bytearray(len(want))
-      # bytearray == memoryview is a memcmp (memoryview == memoryview is not).
-      if f.readinto(block) != len(block) or block != want:
-        raise OSError(f"{path}: the bytes read back at byte offset {start} (a block of "
-                      f"{len(want)}) differ from the bytes written")
-    if f.read(1):
-      raise OSError(f"{path}: unexpected bytes after byte offset {len(expected)}")
-
-
-def _commit(task: ShardTask, data, num_records: int, labels: np.ndarray) -> dict:
-  """Writes and verifies one shard under a temporary name, then its sidecar, then renames it."""
+def _commit(task: ShardTask, chosen: np.ndarray, images: rec_batch.Images,
+            labels: np.ndarray, keys: np.ndarray, slow: dict) -> dict:
+  """Writes and checks one shard under a temporary name, then its sidecar, then renames it."""
   path = os.path.join(task.output_dir, task.name)
   with atomic.replacing(path) as tmp:
-    result = {"file": task.name, "num_records": num_records, "num_bytes": len(data),
-              "digest": write_verified(tmp, data, task.digest_algorithm),
-              "min_label": int(labels.min()) if len(labels) else None,
-              "max_label": int(labels.max()) if len(labels) else None}
+    num_bytes, hexdigest = write_shard_file(tmp, chosen, images, labels, keys, slow,
+                                            task.digest_algorithm)
+    chosen_labels = labels[chosen]
+    result = {"file": task.name, "num_records": len(chosen), "num_bytes": num_bytes,
+              "digest": hexdigest,
+              "min_label": int(chosen_labels.min()) if len(chosen) else None,
+              "max_label": int(chosen_labels.max()) if len(chosen) else None}
     # The sidecar goes first: a shard under its final name always has one.
     sidecar = os.path.join(task.output_dir, STATE_DIR, task.name + ".json")
     atomic.write_json(sidecar, result)
