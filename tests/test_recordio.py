@@ -130,6 +130,29 @@ def test_offset_past_end_and_continuation_part(tmp_path):
       reader.read_at(12)  # the second part of the split record
 
 
+@pytest.mark.parametrize("text", [
+    "0\t0\n1\t40\n", "0 0\r\n1 40\r\n", "+1\t0\n2\t-8\n", "\n0\t0\n\n1\t8", "7\t12\n",
+    "1_0\t0\n", "0\t99999999999999999999\n", " 3\t 4 \n", "0\t007\n", "1\t2\n3\t4\t\n"])
+def test_fast_idx_reader_agrees_with_the_exact_one_or_leaves_it_the_file(tmp_path, text):
+  idx = tmp_path / "t.idx"
+  idx.write_text(text)
+  exact = []
+  for line in text.splitlines():
+    if line.split():
+      exact.append([int(field) for field in line.split()])
+  fast = recordio._read_idx_fast(str(idx))  # pylint: disable=protected-access
+  if fast is not None:
+    assert np.stack(fast, axis=1).tolist() == exact
+  else:  # only for what it cannot vouch for: underscores, int64 overflow
+    assert "_" in text or "9" * 19 in text
+  if "9" * 19 in text:  # beyond int64: the exact reader names the line
+    with pytest.raises(ValueError, match=r"t.idx: line 1: expected 'key<TAB>byte_offset'"):
+      recordio.read_idx(str(idx))
+    return
+  keys, offsets = recordio.read_idx(str(idx))
+  assert np.stack([keys, offsets], axis=1).tolist() == exact
+
+
 def test_read_idx_errors(tmp_path):
   idx = tmp_path / "t.idx"
   idx.write_text("0\t0\n1 x\n")
