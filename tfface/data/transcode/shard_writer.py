@@ -192,7 +192,7 @@ def write_shard_file(path: str, chosen: np.ndarray, images: rec_batch.Images,
   The disk starts on each chunk at once (`_start_writeback`); the file is
   synced at the end. Doing each step over the whole shard, as 0.3.0 did,
   read a 34 MB buffer back from memory four times: the marginal rate was
-  1.39-1.60x lower (docs/data.md, "Speed"; the benchmark's `whole_shard`).
+  1.72-1.88x lower (docs/data.md, "Speed"; the benchmark's `whole_shard`).
 
   Returns:
     The file's size and hex digest.
