@@ -275,9 +275,7 @@ def _preadv_images(path, offsets, ends):
         raise ValueError(f"{path}: short read")  # the benchmark's files are whole
   del view
   # The buffer holds the records back to back: locate them as if it were the file.
-  images = _real_map_images(_staging[:total], starts, starts + sizes)
-  images.at = np.where(images.ok, images.at, 0)
-  return images
+  return _real_map_images(_staging[:total], starts, starts + sizes)
 
 
 def _patched(fn, patches):

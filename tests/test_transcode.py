@@ -367,6 +367,21 @@ def test_bytes_that_do_not_read_back_as_written_fail_the_shard(rec_dir, tmp_path
   assert [n for n in os.listdir(tmp_path / "out")] == [".rec2tfrecord"]
 
 
+def test_bytes_after_the_shard_fail_it(rec_dir, tmp_path, monkeypatch):
+  real_write_all = shard_writer._write_all  # pylint: disable=protected-access
+
+  def appending(f, data):  # each chunk reads back right; the file ends with 4 bytes more
+    real_write_all(f, data)
+    real_write_all(f, memoryview(b"junk"))
+    f.seek(-4, os.SEEK_CUR)
+
+  monkeypatch.setattr(shard_writer, "_write_all", appending)
+  with pytest.raises(OSError, match=r"train-00000-of-00001.tfrecord.tmp-\d+: unexpected bytes "
+                     r"after byte offset \d+"):
+    transcode.transcode(str(rec_dir), str(tmp_path / "out"), num_shards=1, num_workers=1)
+  assert [n for n in os.listdir(tmp_path / "out")] == [".rec2tfrecord"]
+
+
 def test_batch_framing_size_bound_holds_for_the_widest_fields():
   lengths = np.array([0, 20000, 3])
   framed = example_batch.layout(lengths, np.array([-1, 2**62, 0]), np.array([-1, 0, 2**40]))

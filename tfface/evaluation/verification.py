@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from tfface import progress as progress_lib
+from tfface.data.insightface import verification_bin
 from tfface.evaluation import protocol
 from tfface.evaluation import roc
 from tfface.inference import decode
@@ -195,10 +196,7 @@ def evaluate_flip_pairs(original, flipped, issame, name="",
 
 def check_foldable(vbin, nrof_folds=protocol.NROF_FOLDS):
   """Raises ValueError, naming the file, when `vbin` has fewer pairs than folds."""
-  if vbin.num_pairs < nrof_folds:
-    raise ValueError(f"{vbin.path}: {vbin.num_pairs} pairs, but InsightFace's "
-                     f"{nrof_folds}-fold protocol needs at least {nrof_folds} "
-                     "(one pair per fold)")
+  verification_bin.check_pair_count(vbin.path, vbin.num_pairs, nrof_folds)
 
 
 def _images_for(model, vbin, images, verbose):

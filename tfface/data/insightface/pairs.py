@@ -82,10 +82,8 @@ def build_bin(pairs_path: str, image_root: str, output: str, size=(112, 112),
       fewer than `min_pairs` pairs.
   """
   pairs = read_pairs(pairs_path, image_root)
-  if len(pairs) < min_pairs:
-    raise ValueError(f"{pairs_path}: {len(pairs)} pairs, but InsightFace's {min_pairs}-fold "
-                     f"protocol needs at least {min_pairs} (one pair per fold), so "
-                     "tools/verify.py could not evaluate the .bin")
+  verification_bin.check_pair_count(pairs_path, len(pairs), min_pairs,
+                                    ", so tools/verify.py could not evaluate the .bin")
   cache: dict[str, bytes] = {}
   images, issame = [], []
   for i, (path_a, path_b, same) in enumerate(progress_lib.progress(

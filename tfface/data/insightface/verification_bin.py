@@ -84,6 +84,18 @@ class VerificationBin:
     return os.path.splitext(os.path.basename(self.path))[0]
 
 
+def check_pair_count(path: str, num_pairs: int, folds: int, consequence: str = ""):
+  """Raises ValueError, naming `path`, when `num_pairs` cannot give each of `folds` a pair.
+
+  InsightFace's verification protocol splits the pairs into folds (10); a
+  fold without a pair has no accuracy. `consequence` is appended to the
+  message (what the caller could then not do).
+  """
+  if num_pairs < folds:
+    raise ValueError(f"{path}: {num_pairs} pairs, but InsightFace's {folds}-fold protocol "
+                     f"needs at least {folds} (one pair per fold){consequence}")
+
+
 def _as_bytes(item, index, path):
   if isinstance(item, (bytes, bytearray)):
     return bytes(item)
