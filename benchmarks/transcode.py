@@ -9,8 +9,9 @@ on the same files and machine:
 
 * `transcode()` (one worker process per CPU) at every size: images/s and
   CPU time per image (all processes);
-* a plain `cp` of `train.rec` at every size (the I/O bound: transcode
-  copies bytes too);
+* a plain `cp` of `train.rec` at every size (the page cache's bound:
+  transcode copies bytes too), and `cp` followed by `fsync` (the disk's
+  bound: every shard is synced before it is renamed);
 * the seed's per-record loop in one process: read each record, decode and
   re-encode the JPEG (what a converter built on `cv2`/PIL does), on a prefix;
 * the marginal rate between the two largest sizes, `(n2 - n1) / (t2 - t1)`,
@@ -56,7 +57,8 @@ _CONTENDERS = flags.DEFINE_list(
     "tf.io.TFRecordWriter instead of example_batch), per_record (RecordIOReader per "
     "record instead of rec_batch), preadv (the records read into a buffer instead of "
     "the .rec mapped), whole_shard (each step over a whole shard instead of a "
-    "chunk at a time), small_groups (groups of 256 MiB of records, as before), "
+    "chunk at a time), python_framer (example_batch.fill's Python loop instead of its "
+    "C extension), small_groups (groups of 256 MiB of records, as before), "
     "sha256 and blake2b (SHA-256 or BLAKE2b-256 digests instead of BLAKE3).")
 
 _IMAGES_PER_IDENTITY = 40
@@ -155,6 +157,15 @@ def _timed(fn, clean=None):
   start, cpu = time.perf_counter(), _cpu_seconds()
   fn()
   return time.perf_counter() - start, _cpu_seconds() - cpu
+
+
+def _durable_copy(source, target):
+  """`cp`, then `fsync` of the copy: the disk's bound for output that must be on disk
+  when the call returns, as rec2tfrecord's shards are (each is synced before it
+  gets its final name)."""
+  subprocess.run(["cp", source, target], check=True)
+  with open(target, "rb") as f:
+    os.fsync(f.fileno())
 
 
 def _naive_rate(rec_dir, count):
@@ -295,6 +306,7 @@ def _patched(fn, patches):
 def _contenders():
   """`{name: fn(rec_dir, out_dir)}`: the transcode paths timed side by side."""
   from tfface.data.tfrecord import digest
+  from tfface.data.tfrecord import example_batch
   from tfface.data.transcode import rec_batch
   from tfface.data.transcode import shard_writer
   from tfface.data.transcode import transcode
@@ -316,6 +328,7 @@ def _contenders():
       "whole_shard": _patched(shipped, [(shard_writer, "write_shard_file",
                                          _whole_shard_write_shard_file)]),
       "small_groups": _patched(shipped, [(transcode, "GROUP_BYTES", 256 << 20)]),
+      "python_framer": _patched(shipped, [(example_batch, "NATIVE", False)]),
   }
   unknown = set(_CONTENDERS.value) - set(everything)
   if unknown:
@@ -352,6 +365,8 @@ def _measure(datasets, work, contenders):
       _warm(rec_path)  # every contender starts from a warm page cache
       keep((n, "cp"), _timed(functools.partial(subprocess.run, ["cp", rec_path, copy],
                                                check=True)))
+      os.remove(copy)
+      keep((n, "cp_fsync"), _timed(functools.partial(_durable_copy, rec_path, copy)))
       os.remove(copy)
       for name in in_order:
         out = os.path.join(work, f"out_{name}")
@@ -412,6 +427,10 @@ def main(argv):
   results = _measure(datasets, work, contenders)
   naive_wall, naive_cpu = results[(None, "per_record_loop")]
   naive = 1 / naive_wall
+  from tfface.data.tfrecord import example_batch
+  print("rec2tfrecord frames shards with "
+        + ("the C extension (tfface/data/tfrecord/_framer.c)" if example_batch.NATIVE else
+           "the Python loop (the C extension is not built, or the CPU lacks CRC-32C)"))
   print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (other processes share the CPUs); best of "
         f"{_REPEATS.value} rounds, each timing every contender once")
@@ -420,23 +439,28 @@ def main(argv):
   for n in sizes:
     mb = os.path.getsize(os.path.join(datasets[n], "train.rec")) / 1e6
     t_cp = results[(n, "cp")][0]
-    print(f"{n} images ({mb:.1f} MB .rec): cp {t_cp:.3f} s ({mb / t_cp:,.0f} MB/s)")
+    t_sync = results[(n, "cp_fsync")][0]
+    print(f"{n} images ({mb:.1f} MB .rec): cp {t_cp:.3f} s ({mb / t_cp:,.0f} MB/s), "
+          f"cp + fsync {t_sync:.3f} s ({mb / t_sync:,.0f} MB/s)")
     for name in contenders:
       wall, cpu = results[(n, name)]
       print(f"  {name}: {wall:.3f} s, {n / wall:,.0f} images/s, CPU {1e6 * cpu / n:.1f} "
-            f"us/image; {t_cp / wall:.2f}x the speed of cp, {n / wall / naive:.1f}x the "
-            "per-record loop")
+            f"us/image; {t_cp / wall:.2f}x the speed of cp, {t_sync / wall:.2f}x cp + fsync, "
+            f"{n / wall / naive:.1f}x the per-record loop")
   if len(sizes) >= 2:
     small, large = sizes[-2], sizes[-1]
     extra = large - small
     t_cp = results[(large, "cp")][0] - results[(small, "cp")][0]
+    t_sync = results[(large, "cp_fsync")][0] - results[(small, "cp_fsync")][0]
     print(f"marginal rate, {small} -> {large} images (fixed costs cancel): cp "
-          f"{extra / t_cp:,.0f} images/s")
+          f"{extra / t_cp:,.0f} images/s, cp + fsync {extra / t_sync:,.0f} images/s "
+          f"({extra / t_sync / naive:.1f}x the per-record loop)")
     for name in contenders:
       wall = results[(large, name)][0] - results[(small, name)][0]
       cpu = results[(large, name)][1] - results[(small, name)][1]
       print(f"  {name}: {extra / wall:,.0f} images/s, CPU {1e6 * cpu / extra:.1f} us/image; "
             f"{t_cp / wall:.2f}x the speed of cp (goal >= 0.3x), "
+            f"{t_sync / wall:.2f}x cp + fsync, "
             f"{extra / wall / naive:.1f}x the per-record loop (goal >= 25x), "
             f"{naive_cpu * extra / cpu:.1f}x per CPU second")
     base = next(iter(contenders))

@@ -5,6 +5,7 @@ are then run from there (not from `tools/`), as the `tfface-NAME` console
 scripts run them.
 """
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,8 +24,10 @@ sys.exit(run())
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
   build = tmp_path_factory.mktemp("build")
-  subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)],
-                 cwd=REPO, check=True, capture_output=True, timeout=300)
+  for command in ("build_py", "build_ext"):
+    subprocess.run([sys.executable, "setup.py", "-q", command, "--build-lib", str(build),
+                    *(["--build-temp", str(build / ".temp")] if command == "build_ext" else [])],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
   return build
 
 
@@ -39,6 +42,8 @@ def test_installed_layout_has_library_tools_and_configs(installed):
                "tfface_tools/train.py", "tfface_configs/emore.py",
                "tfface_configs/synthetic.py"):
     assert (installed / path).is_file(), path
+  if shutil.which("cc") or shutil.which("gcc"):  # the optional C framer, where it can build
+    assert list((installed / "tfface/data/tfrecord").glob("_framer.*.so"))
 
 
 def test_console_script_help_describes_the_tool(installed):

@@ -7,6 +7,7 @@ import shutil
 import struct
 
 import blake3
+import google_crc32c
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -64,17 +65,58 @@ def test_masked_crc32c_matches_tensorboards():
       tb_crc.masked_crc32c(m) for m in messages]
 
 
-def _framed_by_example_batch(images, labels, keys) -> bytes:
-  framed = example_batch.layout(np.array([len(i) for i in images]), labels, keys)
-  view = memoryview(framed.buffer)
-  for at, image in zip(framed.image_at.tolist(), images):
-    view[at:at + len(image)] = image
-  example_batch.seal(framed)
+_NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(
+    not example_batch.NATIVE, reason="the C framer is not built or the CPU lacks CRC-32C"))]
+
+
+@pytest.mark.parametrize("width", [0, 1, 8, 13])
+def test_crc32c_of_rows_matches_google_crc32c(width):
+  rows = np.random.default_rng(width).integers(0, 256, (300, width), dtype=np.uint8)
+  expected = [google_crc32c.value(row.tobytes()) for row in rows]
+  assert example_batch.crc32c_rows(rows).tolist() == expected
+
+
+@pytest.mark.parametrize("size", [0, 3, 36, 37, 100])
+def test_head_gather_matches_a_byte_at_a_time_reading(size):
+  """rec_batch's row gather, with rows before, across and past the ends of the data."""
+  rng = np.random.default_rng(size)
+  data = rng.integers(0, 256, size, dtype=np.uint8)
+  at = np.r_[rng.integers(-40, size + 40, 60), 0, max(size - 36, 0)].astype(np.int64)
+  expected = np.zeros((len(at), 36), np.uint8)
+  for i, start in enumerate(at.tolist()):
+    for k in range(36):
+      if 0 <= start + k < size:
+        expected[i, k] = data[start + k]
+  assert (rec_batch._gather(data, at, 36) == expected).all()
+
+
+def _framed_by_example_batch(images, labels, keys, native=None) -> bytes:
+  """The records framed by `layout`, then `seal` (native None) or `fill`."""
+  lengths = np.array([len(i) for i in images])
+  framed = example_batch.layout(lengths, labels, keys)
+  if native is None:
+    view = memoryview(framed.buffer)
+    for at, image in zip(framed.image_at.tolist(), images):
+      view[at:at + len(image)] = image
+    example_batch.seal(framed)
+  else:
+    # The images from one buffer, in another order than they are written;
+    # filled in two calls that split the records unevenly.
+    source = np.frombuffer(b"".join(images[::-1]), np.uint8)
+    source_at = (len(source) - np.cumsum(lengths)).astype(np.int64)
+    half = len(images) // 2 + 1
+    example_batch.fill(framed, source, source_at, lengths, 0, half, native=native)
+    example_batch.fill(framed, source, source_at, lengths, half, native=native)
   return bytes(framed.buffer)
 
 
-def test_batch_framing_is_byte_for_byte_the_librarys(tmp_path):
-  """example_batch against the library path: tf.train.Example + tf.io.TFRecordWriter."""
+@pytest.mark.parametrize("native", [None] + _NATIVE)
+def test_batch_framing_is_byte_for_byte_the_librarys(tmp_path, native):
+  """example_batch against the library path: tf.train.Example + tf.io.TFRecordWriter.
+
+  With `seal` after the images are copied in, and with `fill` in Python and
+  in C (tfface/data/tfrecord/_framer.c).
+  """
   rng = np.random.default_rng(1)
   # Every varint width boundary of image sizes (1, 2, 3 bytes), labels and
   # keys (up to 10 bytes for negative int64s); the label and key of one
@@ -85,10 +127,53 @@ def test_batch_framing_is_byte_for_byte_the_librarys(tmp_path):
   keys = rng.choice([0, 127, 128, 300000, 2**35, -5], 200)
   training_data.write_records(tmp_path / "lib.tfrecord", [
       training_data.example_bytes(i, int(l), int(k)) for i, l, k in zip(images, labels, keys)])
-  ours = _framed_by_example_batch(images, labels, keys)
+  ours = _framed_by_example_batch(images, labels, keys, native)
   assert ours == (tmp_path / "lib.tfrecord").read_bytes()
   # A negative control: one label changed changes the bytes.
-  assert _framed_by_example_batch(images, np.r_[labels[:-1], labels[-1] + 1], keys) != ours
+  assert _framed_by_example_batch(images, np.r_[labels[:-1], labels[-1] + 1], keys,
+                                  native) != ours
+
+
+def test_the_c_framer_is_built_where_there_is_a_c_compiler():
+  """setup.py builds it optionally: a missing one would quietly cost the speed."""
+  if not (shutil.which("cc") or shutil.which("gcc")):
+    pytest.skip("no C compiler: the Python framer is used")
+  assert example_batch._framer is not None, "run `pip install -e .` (or `make venv`)"
+
+
+@pytest.mark.skipif(not example_batch.NATIVE, reason="the C framer is not in use")
+def test_the_c_framer_refuses_what_does_not_fit_and_writes_nothing():
+  lengths = np.array([5, 0, 7])
+  framed = example_batch.layout(lengths, np.array([1, 2, 3]), np.array([4, 5, 6]))
+  before = bytes(framed.buffer)
+  source = np.arange(12, dtype=np.uint8)
+  for source_at, image_at, match in [
+      (np.array([0, 0, 6]), framed.image_at, None),  # 7 bytes at 6: one past the end
+      (np.array([0, 0, -1]), framed.image_at, None),
+      (np.array([0, 0, 5]), framed.image_at + len(before), None)]:
+    framed.image_at = image_at
+    with pytest.raises(ValueError, match=r"record \d+: image \[-?\d+, \+\d+\) from source "
+                       r"byte -?\d+, Example \[\d+, \d+\) do not fit buffers of \d+ and 12 "
+                       r"bytes"):
+      example_batch.fill(framed, source, source_at, lengths, native=True)
+    assert bytes(framed.buffer) == before  # checked before anything is written
+  framed.image_at = framed.image_at - len(before)
+  with pytest.raises(ValueError, match=r"records \[2, 4\) are not within \[0, 3\)"):
+    example_batch.fill(framed, source, np.array([0, 0, 5]), lengths, 2, 4, native=True)
+  with pytest.raises(TypeError, match="source_at: expected int64 values"):
+    example_batch.fill(framed, source, np.array([0, 0, 5], np.int32), lengths, native=True)
+  with pytest.raises(ValueError, match="lengths holds 2 values, image_at 3"):
+    example_batch.fill(framed, source, np.array([0, 0, 5]), lengths[:2], native=True)
+  example_batch.fill(framed, source, np.array([0, 0, 5]), lengths, native=True)
+  assert bytes(framed.buffer) != before  # the same arguments, in range, fill it
+
+
+def test_transcode_writes_the_same_bytes_with_either_framer(rec_dir, tmp_path, monkeypatch):
+  shipped = transcode.transcode(str(rec_dir), str(tmp_path / "a"), num_shards=3,
+                                num_workers=1)
+  monkeypatch.setattr(example_batch, "NATIVE", False)
+  python = transcode.transcode(str(rec_dir), str(tmp_path / "b"), num_shards=3, num_workers=1)
+  assert python.manifest.shards == shipped.manifest.shards  # the digests of every byte
 
 
 def test_transcode_is_byte_exact_shuffled_and_verified(rec_dir, tmp_path):

@@ -7,4 +7,4 @@ importing it registers tfface's layers, so `keras.saving.load_model` can
 read any `.keras` file that tfface wrote), `tfface.inference`,
 `tfface.input`, `tfface.training`, `tfface.evaluation`, `tfface.export`.
 """
-__version__ = "0.3.1"
+__version__ = "0.3.2"

@@ -5,9 +5,10 @@ and the records' keys and byte offsets; it never imports TensorFlow. The
 `.rec` is mapped into memory; a group's records are located and checked
 together, in file order, with numpy (`rec_batch`). Each shard is then laid
 out in one buffer (`example_batch`) and, a chunk of about a megabyte at a
-time, filled with its images from the mapping, sealed with its CRCs,
-digested, written under a temporary name and read back; it is synced, given
-a sidecar and renamed.
+time, filled with its images from the mapping and sealed with its CRCs
+(`example_batch.fill`, a C loop where the extension is built), digested,
+written under a temporary name and read back; it is synced, given a sidecar
+and renamed.
 """
 import ctypes
 import dataclasses
@@ -190,8 +191,9 @@ def write_shard_file(path: str, chosen: np.ndarray, images: rec_batch.Images,
 
   The bytes around every image are laid out at once (`example_batch`); the
   rest goes a chunk of about `CHUNK_BYTES` at a time, while the chunk is in
-  the CPU's cache: the images copied in from the mapped `.rec`, the CRCs,
-  the digest, the write, and the check that the file reads back the same.
+  the CPU's cache: the images copied in from the mapped `.rec` and the CRCs
+  (`example_batch.fill`), the digest, the write, and the check that the
+  file reads back the same.
   The disk starts on each chunk at once (`_start_writeback`); the file is
   synced at the end. Doing each step over the whole shard, as 0.3.0 did,
   read a 34 MB buffer back from memory four times: the marginal rate was
@@ -212,19 +214,17 @@ def write_shard_file(path: str, chosen: np.ndarray, images: rec_batch.Images,
   bound = example_batch.size_bound(lengths)
   framed = example_batch.layout(lengths, labels[chosen], keys[chosen],
                                 _buffer("framing", bound))
-  out, source = memoryview(framed.buffer), memoryview(images.data)
-  image_at, src_at = framed.image_at, images.at[chosen]
-  for j, image in slow_rows.items():  # few: put in place first
+  out, image_at = memoryview(framed.buffer), framed.image_at
+  # Images read the exact way (staged 0) are few: put in place first.
+  src_at = np.where(staged > 0, images.at[chosen], 0)
+  for j, image in slow_rows.items():
     out[image_at[j]:image_at[j] + len(image)] = image
   ends = example_batch.record_ends(framed)
   hasher = digest.new(algorithm)
   with open(path, "w+b", buffering=0) as f:
     start = 0
     for first, stop in (_chunks(ends, CHUNK_BYTES) if len(chosen) else []):
-      for dst, src, n in zip(image_at[first:stop].tolist(), src_at[first:stop].tolist(),
-                             staged[first:stop].tolist()):
-        out[dst:dst + n] = source[src:src + n]
-      example_batch.seal(framed, first, stop)
+      example_batch.fill(framed, images.data, src_at, staged, first, stop)
       end = int(ends[stop - 1])
       piece = out[start:end]
       hasher.update(piece)
