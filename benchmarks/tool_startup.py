@@ -31,7 +31,7 @@ def _dataset(work: str) -> tuple[str, str]:
   rec, tfr = os.path.join(work, "rec"), os.path.join(work, "tfrecords")
   if not os.path.exists(os.path.join(tfr, "manifest.json")):
     synthetic.generate(rec, num_identities=10, images_per_identity=5, num_pairs=20,
-                       num_val_identities=3)
+                       num_val_identities=3, overwrite=True)
     transcode.transcode(rec, tfr, num_shards=3, num_workers=1)
   return rec, tfr
 

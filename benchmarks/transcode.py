@@ -114,7 +114,7 @@ def _dataset(work_dir, num_images):
   start = time.time()
   synthetic.generate(path, num_identities=identities,
                      images_per_identity=_IMAGES_PER_IDENTITY, num_pairs=20,
-                     num_val_identities=2, val_images_per_identity=2)
+                     num_val_identities=2, val_images_per_identity=2, overwrite=True)
   print(f"generated {identities * _IMAGES_PER_IDENTITY} images in {time.time() - start:.0f} s")
   return path
 

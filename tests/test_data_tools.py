@@ -238,6 +238,31 @@ def test_img2rec_writes_everything_or_nothing(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["img", "out"]
 
 
+def test_make_synthetic_refuses_a_directory_that_holds_a_dataset(tmp_path):
+  out = tmp_path / "faces_emore"
+  out.mkdir()
+  (out / "train.rec").write_bytes(b"a real dataset")
+  (out / "lfw.bin").write_bytes(b"kept")
+  small = ("--num_identities=2", "--images_per_identity=2", "--num_pairs=20",
+           "--num_val_identities=2")
+  proc = run_data_tool("make_synthetic", f"--output_dir={out}", *small, check=False)
+  assert proc.returncode != 0
+  assert _last_line(proc) == (f"error: {out}: already exists and is not empty; pass "
+                              "--overwrite to replace it")
+  assert (out / "train.rec").read_bytes() == b"a real dataset"  # untouched
+  assert sorted(os.listdir(tmp_path)) == ["faces_emore"]  # no temporary left
+  run_data_tool("make_synthetic", f"--output_dir={out}", *small, "--overwrite")
+  # its four files replace theirs; the rest of the directory stays
+  assert sorted(os.listdir(out)) == ["lfw.bin", "property", "synth_val.bin", "train.idx",
+                                     "train.rec"]
+  assert (out / "lfw.bin").read_bytes() == b"kept"
+  synthetic.generate(str(tmp_path / "fresh"), num_identities=2, images_per_identity=2,
+                     num_pairs=20, num_val_identities=2)
+  for name in ("property", "synth_val.bin", "train.idx", "train.rec"):
+    assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
+  assert sorted(os.listdir(tmp_path)) == ["faces_emore", "fresh"]
+
+
 def test_inspect_data_names_a_path_that_does_not_exist(tmp_path):
   proc = run_data_tool("inspect_data", tmp_path / "nope", check=False)
   assert _last_line(proc) == f"error: {tmp_path / 'nope'}: no such file or directory"

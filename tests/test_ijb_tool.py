@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,20 @@ def ijb_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("ijb")
   synthetic_ijb.generate_ijb(str(path), num_identities=6, templates_per_identity=3)
   return path
+
+
+def test_synthetic_ijb_refuses_a_non_empty_directory_unless_overwrite(ijb_dir, tmp_path):
+  out = tmp_path / "IJB_release"
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  with pytest.raises(ValueError, match=f"^{re.escape(str(out))}: already exists and is not "
+                     "empty; pass --overwrite to replace it$"):
+    synthetic_ijb.generate_ijb(str(out), num_identities=6, templates_per_identity=3)
+  assert os.listdir(out) == ["notes.txt"] and os.listdir(tmp_path) == ["IJB_release"]
+  synthetic_ijb.generate_ijb(str(out), num_identities=6, templates_per_identity=3,
+                             overwrite=True)
+  assert _digests(out) == _digests(ijb_dir)  # replaced whole: notes.txt is gone
+  assert not (out / "notes.txt").exists() and os.listdir(tmp_path) == ["IJB_release"]
 
 
 def test_synthetic_ijb_is_deterministic_with_ijb_structure(ijb_dir, tmp_path):

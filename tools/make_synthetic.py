@@ -1,10 +1,12 @@
 """Writes the embedded synthetic face dataset (InsightFace layout + synth_val.bin).
 
   python tools/make_synthetic.py --output_dir=DIR [--num_identities=N]
-      [--images_per_identity=M] [--num_pairs=P] [--seed=S]
+      [--images_per_identity=M] [--num_pairs=P] [--seed=S] [--overwrite]
 
 DIR gets `train.rec`, `train.idx`, `property` and `synth_val.bin`, whose
-pairs come from identities that are not in the training set.
+pairs come from identities that are not in the training set. The four files
+appear together once all are written. An existing non-empty DIR is refused
+unless --overwrite (which replaces those four files and keeps the rest).
 """
 from absl import flags
 
@@ -26,6 +28,8 @@ _NUM_VAL_IDENTITIES = flags.DEFINE_integer("num_val_identities", 100,
                                            lower_bound=2)
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed; the output is a function of it.",
                              lower_bound=0)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Write into a non-empty --output_dir, replacing the four files.")
 flags.mark_flags_as_required(["output_dir"])
 
 
@@ -35,7 +39,8 @@ def main(argv):
   summary = synthetic.generate(
       _OUTPUT_DIR.value, num_identities=_NUM_IDENTITIES.value,
       images_per_identity=_IMAGES_PER_IDENTITY.value, num_pairs=_NUM_PAIRS.value,
-      seed=_SEED.value, num_val_identities=_NUM_VAL_IDENTITIES.value, progress=True)
+      seed=_SEED.value, num_val_identities=_NUM_VAL_IDENTITIES.value, progress=True,
+      overwrite=_OVERWRITE.value)
   print(summary)
 
 

@@ -1,13 +1,15 @@
 """Writes a synthetic set in InsightFace's IJB layout (loose crops + meta files).
 
   python tools/make_synthetic_ijb.py --output_dir=DIR [--target=IJBC]
-      [--num_identities=40] [--templates_per_identity=3] [--seed=0]
+      [--num_identities=40] [--templates_per_identity=3] [--seed=0] [--overwrite]
 
 The default (40 identities, 120 templates, about 350 images, 3,200 template
 pairs) is what the tests use; a demo size with enough impostor pairs for
 FAR = 1e-6 is `--num_identities=1000` (9,001 images, 3,000 templates,
 2,000,000 pairs, about 45 s). Identities are not those of
 tools/make_synthetic.py's training set. Evaluate with tools/eval_ijb.py.
+The set appears under DIR once complete; an existing non-empty DIR is
+refused unless --overwrite (which replaces it whole).
 """
 from absl import flags
 
@@ -30,6 +32,9 @@ _MAX_FRAMES = flags.DEFINE_integer("max_frames_per_media", 2,
                                    lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed; the output is a function of it.",
                              lower_bound=0)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Replace an existing non-empty --output_dir (whole, once the "
+                               "new set is complete).")
 flags.mark_flags_as_required(["output_dir"])
 
 
@@ -48,7 +53,8 @@ def main(argv):
     summary = ijb.generate_ijb(
         _OUTPUT_DIR.value, target=_TARGET.value, num_identities=_NUM_IDENTITIES.value,
         templates_per_identity=_TEMPLATES.value, max_media_per_template=_MAX_MEDIA.value,
-        max_frames_per_media=_MAX_FRAMES.value, seed=_SEED.value, progress=_update)
+        max_frames_per_media=_MAX_FRAMES.value, seed=_SEED.value, progress=_update,
+        overwrite=_OVERWRITE.value)
   finally:
     for bar in bars:
       bar.close()

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from tfface import atomic
 from tfface import progress as progress_lib
 from tfface.data.insightface import rec_writer
 from tfface.data.insightface import verification_bin
@@ -89,8 +90,14 @@ def make_pairs(num_pairs, num_identities, images_per_identity, rng):
 
 def generate(output_dir: str, num_identities: int = 300, images_per_identity: int = 30,
              num_pairs: int = 1200, seed: int = 0, num_val_identities: int = 100,
-             val_images_per_identity: int = 10, progress: bool = False) -> SyntheticSummary:
+             val_images_per_identity: int = 10, progress: bool = False,
+             overwrite: bool = False) -> SyntheticSummary:
   """Writes the synthetic dataset into `output_dir`.
+
+  The four files are written into a temporary directory beside `output_dir`
+  and moved into it once all are complete: a failure leaves nothing, and a
+  directory that already holds files (a real dataset, perhaps) is refused
+  unless `overwrite`.
 
   Args:
     output_dir: directory for `train.rec`, `train.idx`, `property`, `synth_val.bin`.
@@ -101,12 +108,15 @@ def generate(output_dir: str, num_identities: int = 300, images_per_identity: in
     num_val_identities: identities (disjoint from training) the pairs use.
     val_images_per_identity: distinct photos each verification identity has.
     progress: show training images drawn, rate and ETA on stderr.
+    overwrite: write into a non-empty `output_dir`: the four files replace
+      theirs, other files there stay.
 
   Returns:
     A `SyntheticSummary`.
 
   Raises:
-    ValueError: sizes that cannot make the requested dataset.
+    ValueError: sizes that cannot make the requested dataset, or a non-empty
+      `output_dir` without `overwrite` (before anything is written).
   """
   if num_identities < 1 or images_per_identity < 1:
     raise ValueError(f"need at least one identity and image; got num_identities="
@@ -117,11 +127,18 @@ def generate(output_dir: str, num_identities: int = 300, images_per_identity: in
   if num_val_identities < 2 or val_images_per_identity < 2:
     raise ValueError(f"verification pairs need >= 2 identities with >= 2 images each; got "
                      f"{num_val_identities} identities x {val_images_per_identity} images")
+  with atomic.replacing_dir(output_dir, overwrite=overwrite, merge=True) as tmp:
+    return _generate(output_dir, tmp, num_identities, images_per_identity, num_pairs, seed,
+                     num_val_identities, val_images_per_identity, progress)
+
+
+def _generate(output_dir, tmp, num_identities, images_per_identity, num_pairs, seed,
+              num_val_identities, val_images_per_identity, progress) -> SyntheticSummary:
+  """`generate`'s files, written into `tmp` (which becomes `output_dir`)."""
   start = time.time()
-  os.makedirs(output_dir, exist_ok=True)
   faces = _Faces(seed)
   total = num_identities * images_per_identity
-  with rec_writer.InsightFaceWriter(output_dir) as writer, progress_lib.progress(
+  with rec_writer.InsightFaceWriter(tmp) as writer, progress_lib.progress(
       total=total, desc="make_synthetic", unit="images", disable=not progress) as bar:
     for person in range(num_identities):
       for image in range(images_per_identity):
@@ -139,6 +156,6 @@ def generate(output_dir: str, num_identities: int = 300, images_per_identity: in
       if key not in cache:
         cache[key] = faces.jpeg(*key)
       images.append(cache[key])
-  verification_bin.write_bin(os.path.join(output_dir, VAL_NAME), images, issame)
+  verification_bin.write_bin(os.path.join(tmp, VAL_NAME), images, issame)
   return SyntheticSummary(output_dir, num_identities, total, num_val_identities,
                           len(cache), num_pairs, time.time() - start)

@@ -114,8 +114,12 @@ def _pairs(num_identities, templates_per_identity):
 def generate_ijb(output_dir: str, target: str = "IJBC", num_identities: int = 40,
                  templates_per_identity: int = 3, max_media_per_template: int = 3,
                  max_frames_per_media: int = 2, seed: int = 0,
-                 progress=None) -> SyntheticIJBSummary:
+                 progress=None, overwrite: bool = False) -> SyntheticIJBSummary:
   """Writes a synthetic IJB-format set into `output_dir`.
+
+  The set is written into a temporary directory beside `output_dir`, which
+  it becomes once complete: a failure leaves nothing, and a directory that
+  already holds files is refused unless `overwrite` (then replaced whole).
 
   Args:
     output_dir: gets `loose_crop/` and `meta/`.
@@ -127,12 +131,15 @@ def generate_ijb(output_dir: str, target: str = "IJBC", num_identities: int = 40
     max_frames_per_media: each media has 1..this many frames (images).
     seed: everything is a deterministic function of it.
     progress: optional callable `(done_images, total_images)`.
+    overwrite: replace a non-empty `output_dir` (whole, once the new set is
+      complete) instead of refusing it.
 
   Returns:
     A `SyntheticIJBSummary`.
 
   Raises:
-    ValueError: sizes that cannot make genuine and impostor pairs.
+    ValueError: sizes that cannot make genuine and impostor pairs, or a
+      non-empty `output_dir` without `overwrite` (before anything is written).
   """
   ijb_meta.ijb_paths(output_dir, target)  # validates the target
   if num_identities < 2 or templates_per_identity < 2:
@@ -142,6 +149,15 @@ def generate_ijb(output_dir: str, target: str = "IJBC", num_identities: int = 40
   if max_media_per_template < 1 or max_frames_per_media < 1:
     raise ValueError(f"need >= 1 media per template and frame per media; got "
                      f"{max_media_per_template}, {max_frames_per_media}")
+  with atomic.replacing_dir(output_dir, overwrite=overwrite) as tmp:
+    return _generate_ijb(output_dir, tmp, target, num_identities, templates_per_identity,
+                         max_media_per_template, max_frames_per_media, seed, progress)
+
+
+def _generate_ijb(output_dir, tmp, target, num_identities, templates_per_identity,
+                  max_media_per_template, max_frames_per_media, seed,
+                  progress) -> SyntheticIJBSummary:
+  """`generate_ijb`'s set, written into `tmp` (which becomes `output_dir`)."""
   start = time.time()
   media = _layout(seed, num_identities, templates_per_identity, max_media_per_template,
                   max_frames_per_media)
@@ -149,7 +165,7 @@ def generate_ijb(output_dir: str, target: str = "IJBC", num_identities: int = 40
   identities = [synthetic_faces.sample_identity(
       np.random.default_rng([seed, _IDENTITY_STREAM, p])) for p in range(num_identities)]
   names, templates, medias, landmarks, scores = [], [], [], [], []
-  image_dir = os.path.join(output_dir, ijb_meta.IMAGE_DIR)
+  image_dir = os.path.join(tmp, ijb_meta.IMAGE_DIR)
   os.makedirs(image_dir, exist_ok=True)
   for media_id, (person, template, m, frames) in enumerate(media, 1):
     face = synthetic_faces.render(
@@ -168,7 +184,7 @@ def generate_ijb(output_dir: str, target: str = "IJBC", num_identities: int = 40
         progress(len(names), total)
   pairs, labels = _pairs(num_identities, templates_per_identity)
   # The meta files last: a set with meta files is complete.
-  ijb_meta.write_ijb_meta(output_dir, target, names, templates, medias, landmarks, scores,
+  ijb_meta.write_ijb_meta(tmp, target, names, templates, medias, landmarks, scores,
                           pairs, labels)
   return SyntheticIJBSummary(output_dir, target, num_identities,
                              num_identities * templates_per_identity, len(media), len(names),

@@ -239,7 +239,10 @@ def fill(framed: Layout, source: np.ndarray, source_at: np.ndarray, lengths: np.
     ValueError: (C path) an image or Example that does not fit its buffer.
   """
   stop = len(framed.image_at) if stop is None else stop
-  if NATIVE if native is None else native:
+  native = NATIVE if native is None else native
+  if native and _framer is None:
+    raise RuntimeError("the C framer is not built: `pip install -e .` with a C compiler")
+  if native:
     _framer.fill(framed.buffer, source, framed.image_at, source_at, lengths,
                  framed.example_start, framed.example_end, first, stop)
     return
