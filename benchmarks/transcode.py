@@ -159,6 +159,17 @@ def _timed(fn, clean=None):
   return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
+def _cpu_times() -> dict | None:
+  """The machine's CPU time by state since boot (`/proc/stat`; None elsewhere)."""
+  try:
+    with open("/proc/stat") as f:
+      fields = [int(v) for v in f.readline().split()[1:9]]
+  except (OSError, ValueError):
+    return None
+  return dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"),
+                  fields))
+
+
 def _durable_copy(source, target):
   """`cp`, then `fsync` of the copy: the disk's bound for output that must be on disk
   when the call returns, as rec2tfrecord's shards are (each is synced before it
@@ -423,8 +434,9 @@ def main(argv):
   datasets = {n: largest if n == sizes[-1] else
               _prefix(largest, os.path.join(work, f"prefix_{n}"), n) for n in sizes}
   contenders = _contenders()
-  load_before = os.getloadavg()[0]
+  load_before, times_before = os.getloadavg()[0], _cpu_times()
   results = _measure(datasets, work, contenders)
+  times_after = _cpu_times()
   naive_wall, naive_cpu = results[(None, "per_record_loop")]
   naive = 1 / naive_wall
   from tfface.data.tfrecord import example_batch
@@ -434,6 +446,12 @@ def main(argv):
   print(f"{os.cpu_count()} CPUs, load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after (other processes share the CPUs); best of "
         f"{_REPEATS.value} rounds, each timing every contender once")
+  if times_before and times_after:
+    spent = {k: times_after[k] - times_before[k] for k in times_after}
+    total = sum(spent.values()) or 1
+    print(f"CPU time while measuring: {100 * spent['steal'] / total:.0f}% taken by the host "
+          f"(steal; a VM's figures swing with it), {100 * spent['idle'] / total:.0f}% idle, "
+          f"{100 * spent['iowait'] / total:.0f}% waiting for the disk")
   print(f"seed's per-record loop (read + decode + re-encode, 1 process): {naive:,.0f} "
         f"images/s, CPU {1e6 * naive_cpu:.0f} us/image ({_NAIVE_IMAGES.value} records)")
   for n in sizes:
