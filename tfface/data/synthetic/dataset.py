@@ -128,34 +128,27 @@ def generate(output_dir: str, num_identities: int = 300, images_per_identity: in
     raise ValueError(f"verification pairs need >= 2 identities with >= 2 images each; got "
                      f"{num_val_identities} identities x {val_images_per_identity} images")
   with atomic.replacing_dir(output_dir, overwrite=overwrite, merge=True) as tmp:
-    return _generate(output_dir, tmp, num_identities, images_per_identity, num_pairs, seed,
-                     num_val_identities, val_images_per_identity, progress)
+    start = time.time()
+    faces = _Faces(seed)
+    total = num_identities * images_per_identity
+    with rec_writer.InsightFaceWriter(tmp) as writer, progress_lib.progress(
+        total=total, desc="make_synthetic", unit="images", disable=not progress) as bar:
+      for person in range(num_identities):
+        for image in range(images_per_identity):
+          writer.add(person, faces.jpeg(person, image))
+        bar.update(images_per_identity)
 
-
-def _generate(output_dir, tmp, num_identities, images_per_identity, num_pairs, seed,
-              num_val_identities, val_images_per_identity, progress) -> SyntheticSummary:
-  """`generate`'s files, written into `tmp` (which becomes `output_dir`)."""
-  start = time.time()
-  faces = _Faces(seed)
-  total = num_identities * images_per_identity
-  with rec_writer.InsightFaceWriter(tmp) as writer, progress_lib.progress(
-      total=total, desc="make_synthetic", unit="images", disable=not progress) as bar:
-    for person in range(num_identities):
-      for image in range(images_per_identity):
-        writer.add(person, faces.jpeg(person, image))
-      bar.update(images_per_identity)
-
-  # Verification identities follow the training ones: never seen in training.
-  rng = np.random.default_rng([seed, _PAIR_STREAM])
-  pairs, issame = make_pairs(num_pairs, num_val_identities, val_images_per_identity, rng)
-  cache = {}
-  images = []
-  for pair in pairs:
-    for person, image in pair:
-      key = (num_identities + person, image)
-      if key not in cache:
-        cache[key] = faces.jpeg(*key)
-      images.append(cache[key])
-  verification_bin.write_bin(os.path.join(tmp, VAL_NAME), images, issame)
-  return SyntheticSummary(output_dir, num_identities, total, num_val_identities,
-                          len(cache), num_pairs, time.time() - start)
+    # Verification identities follow the training ones: never seen in training.
+    rng = np.random.default_rng([seed, _PAIR_STREAM])
+    pairs, issame = make_pairs(num_pairs, num_val_identities, val_images_per_identity, rng)
+    cache = {}
+    images = []
+    for pair in pairs:
+      for person, image in pair:
+        key = (num_identities + person, image)
+        if key not in cache:
+          cache[key] = faces.jpeg(*key)
+        images.append(cache[key])
+    verification_bin.write_bin(os.path.join(tmp, VAL_NAME), images, issame)
+    return SyntheticSummary(output_dir, num_identities, total, num_val_identities,
+                            len(cache), num_pairs, time.time() - start)

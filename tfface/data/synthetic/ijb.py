@@ -150,43 +150,35 @@ def generate_ijb(output_dir: str, target: str = "IJBC", num_identities: int = 40
     raise ValueError(f"need >= 1 media per template and frame per media; got "
                      f"{max_media_per_template}, {max_frames_per_media}")
   with atomic.replacing_dir(output_dir, overwrite=overwrite) as tmp:
-    return _generate_ijb(output_dir, tmp, target, num_identities, templates_per_identity,
-                         max_media_per_template, max_frames_per_media, seed, progress)
-
-
-def _generate_ijb(output_dir, tmp, target, num_identities, templates_per_identity,
-                  max_media_per_template, max_frames_per_media, seed,
-                  progress) -> SyntheticIJBSummary:
-  """`generate_ijb`'s set, written into `tmp` (which becomes `output_dir`)."""
-  start = time.time()
-  media = _layout(seed, num_identities, templates_per_identity, max_media_per_template,
-                  max_frames_per_media)
-  total = sum(frames for *_, frames in media)
-  identities = [synthetic_faces.sample_identity(
-      np.random.default_rng([seed, _IDENTITY_STREAM, p])) for p in range(num_identities)]
-  names, templates, medias, landmarks, scores = [], [], [], [], []
-  image_dir = os.path.join(tmp, ijb_meta.IMAGE_DIR)
-  os.makedirs(image_dir, exist_ok=True)
-  for media_id, (person, template, m, frames) in enumerate(media, 1):
-    face = synthetic_faces.render(
-        identities[person], np.random.default_rng([seed, _MEDIA_STREAM, person, template, m]))
-    for frame in range(frames):
-      rng = np.random.default_rng([seed, _PLACEMENT_STREAM, person, template, m, frame])
-      crop, points = place_face(face, rng)
-      name = f"{len(names) + 1}.jpg"
-      atomic.write_bytes(os.path.join(image_dir, name), synthetic_faces.encode(crop))
-      names.append(name)
-      templates.append(1 + person * templates_per_identity + template)
-      medias.append(media_id)
-      landmarks.append(points)
-      scores.append(rng.uniform(*DETECTOR_SCORE_RANGE))
-      if progress:
-        progress(len(names), total)
-  pairs, labels = _pairs(num_identities, templates_per_identity)
-  # The meta files last: a set with meta files is complete.
-  ijb_meta.write_ijb_meta(tmp, target, names, templates, medias, landmarks, scores,
-                          pairs, labels)
-  return SyntheticIJBSummary(output_dir, target, num_identities,
-                             num_identities * templates_per_identity, len(media), len(names),
-                             int(labels.sum()), int(len(labels) - labels.sum()),
-                             time.time() - start)
+    start = time.time()
+    media = _layout(seed, num_identities, templates_per_identity, max_media_per_template,
+                    max_frames_per_media)
+    total = sum(frames for *_, frames in media)
+    identities = [synthetic_faces.sample_identity(
+        np.random.default_rng([seed, _IDENTITY_STREAM, p])) for p in range(num_identities)]
+    names, templates, medias, landmarks, scores = [], [], [], [], []
+    image_dir = os.path.join(tmp, ijb_meta.IMAGE_DIR)
+    os.makedirs(image_dir, exist_ok=True)
+    for media_id, (person, template, m, frames) in enumerate(media, 1):
+      face = synthetic_faces.render(
+          identities[person], np.random.default_rng([seed, _MEDIA_STREAM, person, template, m]))
+      for frame in range(frames):
+        rng = np.random.default_rng([seed, _PLACEMENT_STREAM, person, template, m, frame])
+        crop, points = place_face(face, rng)
+        name = f"{len(names) + 1}.jpg"
+        with open(os.path.join(image_dir, name), "wb") as f:  # the set appears whole
+          f.write(synthetic_faces.encode(crop))
+        names.append(name)
+        templates.append(1 + person * templates_per_identity + template)
+        medias.append(media_id)
+        landmarks.append(points)
+        scores.append(rng.uniform(*DETECTOR_SCORE_RANGE))
+        if progress:
+          progress(len(names), total)
+    pairs, labels = _pairs(num_identities, templates_per_identity)
+    ijb_meta.write_ijb_meta(tmp, target, names, templates, medias, landmarks, scores,
+                            pairs, labels)
+    return SyntheticIJBSummary(output_dir, target, num_identities,
+                               num_identities * templates_per_identity, len(media), len(names),
+                               int(labels.sum()), int(len(labels) - labels.sum()),
+                               time.time() - start)

@@ -171,16 +171,21 @@ def _put(memory: np.ndarray, at: np.ndarray, matrix: np.ndarray,
          widths: np.ndarray) -> np.ndarray:
   """Writes row i of `matrix` (all its columns) to `memory[at[i]:]`; returns `at + widths`.
 
-  Rows are written whole, padding included, by one numpy assignment into a
-  view of `memory` as overlapping rows of `matrix.shape[1]` bytes that start
-  at every byte: a row copy each, where a flat byte scatter built an index
-  per byte. Records are longer than a row, so rows never overlap one another.
+  Rows are written whole, padding included, by one numpy assignment into
+  `byte_rows(memory)`: a row copy each, where a flat byte scatter built an
+  index per byte. Records are longer than a row, so rows never overlap one
+  another.
   """
-  rows = np.lib.stride_tricks.as_strided(
-      memory, shape=(len(memory) - matrix.shape[1] + 1, matrix.shape[1]), strides=(1, 1),
-      writeable=True)
-  rows[at] = matrix
+  byte_rows(memory, matrix.shape[1], writeable=True)[at] = matrix
   return at + widths
+
+
+def byte_rows(memory: np.ndarray, width: int, writeable: bool = False) -> np.ndarray:
+  """A view of the uint8 array `memory` as overlapping rows of `width` bytes,
+  row i starting at byte i: `byte_rows(m, w)[at]` reads (or, writeable,
+  writes) `m[at[k]:at[k] + w]` for every k with one row copy each."""
+  return np.lib.stride_tricks.as_strided(memory, shape=(len(memory) - width + 1, width),
+                                         strides=(1, 1), writeable=writeable)
 
 
 def _crc32c_table() -> np.ndarray:

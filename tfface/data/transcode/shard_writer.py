@@ -214,17 +214,15 @@ def write_shard_file(path: str, chosen: np.ndarray, images: rec_batch.Images,
   bound = example_batch.size_bound(lengths)
   framed = example_batch.layout(lengths, labels[chosen], keys[chosen],
                                 _buffer("framing", bound))
-  out, image_at = memoryview(framed.buffer), framed.image_at
-  # Images read the exact way (staged 0) are few: put in place first.
-  src_at = np.where(staged > 0, images.at[chosen], 0)
-  for j, image in slow_rows.items():
+  out, image_at, source_at = memoryview(framed.buffer), framed.image_at, images.at[chosen]
+  for j, image in slow_rows.items():  # few: put in place first
     out[image_at[j]:image_at[j] + len(image)] = image
   ends = example_batch.record_ends(framed)
   hasher = digest.new(algorithm)
   with open(path, "w+b", buffering=0) as f:
     start = 0
     for first, stop in (_chunks(ends, CHUNK_BYTES) if len(chosen) else []):
-      example_batch.fill(framed, images.data, src_at, staged, first, stop)
+      example_batch.fill(framed, images.data, source_at, staged, first, stop)
       end = int(ends[stop - 1])
       piece = out[start:end]
       hasher.update(piece)
